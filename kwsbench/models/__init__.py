@@ -1,0 +1,26 @@
+"""Model definitions and their registry. Importing this package registers every family."""
+
+from kwsbench.models import bcresnet, resnet_ablation  # noqa: F401  (registration side effects)
+from kwsbench.models.registry import (
+    Declared,
+    DeclaredAccuracy,
+    InputSpec,
+    ModelInfo,
+    Reference,
+    create_model,
+    list_models,
+    model_info,
+    register_model,
+)
+
+__all__ = [
+    "Declared",
+    "DeclaredAccuracy",
+    "InputSpec",
+    "ModelInfo",
+    "Reference",
+    "create_model",
+    "list_models",
+    "model_info",
+    "register_model",
+]
