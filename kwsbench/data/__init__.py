@@ -1,0 +1,1 @@
+"""Datasets, audio decoding, caching, features and augmentation."""
