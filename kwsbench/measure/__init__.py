@@ -1,0 +1,1 @@
+"""Measurement: counts, memory, latency and backends, each with its protocol written down."""
