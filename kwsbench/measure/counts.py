@@ -38,7 +38,10 @@ def count_params(model: nn.Module, trainable_only: bool = True) -> int:
 
 def count_macs(model: nn.Module, inputs: torch.Tensor | tuple[torch.Tensor, ...]) -> MacCount:
     """Count MACs with fvcore in eval mode on ``inputs``; the model's train/eval mode is restored after."""
-    from fvcore.nn import FlopCountAnalysis
+    with warnings.catch_warnings():
+        # Importing fvcore scripts a helper with torch.jit, which newer torch flags as deprecated.
+        warnings.simplefilter("ignore", FutureWarning)
+        from fvcore.nn import FlopCountAnalysis
 
     args = inputs if isinstance(inputs, tuple) else (inputs,)
     was_training = model.training
