@@ -160,8 +160,22 @@ def table2_freq_maxpool(num_classes: int = 12, **options) -> BCResNet:
     return BCResNet(num_classes, **{"frequency_pool": "max", **options})
 
 
+_NO_CODE = (
+    "The paper gives no code for this net; kwsbench's construction reproduces Table 2's parameter count, "
+    "but fvcore counts {ours} MACs in total against the paper's {theirs}: the paper's exact block layout "
+    "(where it puts norms and activations) is not recoverable from the counts."
+)
+
+
 @register_model(
-    **_table2(27.3, 3.2, (95.0, 0.25), (95.7, 0.46), "ResNet-1D, width 2, 1x3 depthwise-separable")
+    **_table2(
+        27.3,
+        3.2,
+        (95.0, 0.25),
+        (95.7, 0.46),
+        "ResNet-1D, width 2, 1x3 depthwise-separable",
+        notes=_NO_CODE.format(ours="2.69M", theirs="3.2M"),
+    )
 )
 def resnet1d_w2(num_classes: int = 12, *, width: float = 2.0, **options) -> ResNetDS:
     """Table 2's ResNet-1D (w = 2): mel bins as channels, 1x3 depthwise-separable residual blocks."""
@@ -176,7 +190,16 @@ def resnet2d_w1(num_classes: int = 12, *, width: float = 1.0, **options) -> ResN
     return ResNetDS(num_classes, dims=2, width=width, **options)
 
 
-@register_model(**_table2(9.4, 5.9, (95.5, 0.22), (95.6, 0.24), "ResNet-2D, width 1, with SubSpectral Norm"))
+@register_model(
+    **_table2(
+        9.4,
+        5.9,
+        (95.5, 0.22),
+        (95.6, 0.24),
+        "ResNet-2D, width 1, with SubSpectral Norm",
+        notes=_NO_CODE.format(ours="5.24M", theirs="5.9M"),
+    )
+)
 def resnet2d_w1_ssn(num_classes: int = 12, *, width: float = 1.0, **options) -> ResNetDS:
     """Table 2's ResNet-2D (w = 1) with SubSpectral Norm."""
     return ResNetDS(num_classes, dims=2, width=width, **{"use_subspectral_norm": True, **options})
