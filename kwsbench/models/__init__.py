@@ -1,6 +1,14 @@
 """Model definitions and their registry. Importing this package registers every family."""
 
-from kwsbench.models import bcresnet, resnet_ablation  # noqa: F401  (registration side effects)
+from kwsbench.models import (  # noqa: F401  (registration side effects)
+    bcresnet,
+    dscnn,
+    kwt,
+    matchboxnet,
+    resnet_ablation,
+    resnet_kws,
+    tcresnet,
+)
 from kwsbench.models.registry import (
     Declared,
     DeclaredAccuracy,

@@ -186,3 +186,26 @@ def check_input(x: torch.Tensor, n_features: int) -> None:
             f"expected features shaped (B, 1, {n_features}, T), got {tuple(x.shape)}; "
             "use the model's declared input (kwsbench models NAME)"
         )
+
+
+def tf_same_padding(size: int, kernel: int, stride: int = 1, dilation: int = 1) -> tuple[int, int]:
+    """TensorFlow ``padding="SAME"`` along one axis: ``(before, after)`` so that ``out = ceil(size / stride)``.
+
+    TF puts the odd pixel after (``after = before + 1``), which PyTorch's symmetric ``padding`` cannot express.
+    """
+    out = -(-size // stride)
+    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+class Conv2dSame(nn.Conv2d):
+    """``nn.Conv2d`` with TensorFlow "SAME" padding (asymmetric when the total is odd), for TF-born baselines.
+
+    ``(B, C_in, H, W) -> (B, C_out, ceil(H / s_h), ceil(W / s_w))``; the constructor's ``padding`` is ignored.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
+        top, bottom = tf_same_padding(x.shape[-2], kh, sh, dh)
+        left, right = tf_same_padding(x.shape[-1], kw, sw, dw)
+        return super().forward(F.pad(x, (left, right, top, bottom)))
