@@ -78,7 +78,9 @@ def test_metadata_is_complete(name):
     info = model_info(name)
     assert info.citation and info.family and info.declared.source
     assert info.input.kind in ("logmel", "mfcc")
-    assert info.declared.macs_stated and info.declared.macs_counting
+    # Either the paper's cost figure as stated, or a counting note saying why there is none.
+    assert info.declared.macs_counting
+    assert info.declared.macs_stated or info.declared.macs is None
     assert info.description
 
 
