@@ -21,7 +21,13 @@ CITATION = (
     "Interspeech 2021, pp. 4249-4253, arXiv:2104.00769"
 )
 MFCC_40x98 = InputSpec(
-    "mfcc", 40, 98, note="40 MFCC from 80 mel bins (20-7600 Hz), 30 ms window, 10 ms hop, 98 frames per 1 s"
+    "mfcc",
+    40,
+    98,
+    note="40 MFCC from 80 mel bins (20-7600 Hz), 30 ms window, 10 ms hop, 98 frames per 1 s",
+    n_mels=80,
+    f_min=20.0,
+    f_max=7600.0,
 )
 LN_EPS = 1e-6  # the TF reference's LayerNormalization epsilon
 

@@ -57,8 +57,8 @@ class FrequencyPool(nn.Module):
         # Adaptive pooling is the reference formulation (and what fvcore counts); the fast training path
         # swaps it for an exactly equal mean (kwsbench.measure.train_speed).
         if self.mode == "avg":
-            return F.adaptive_avg_pool2d(x, (1, x.shape[-1]))
-        return F.adaptive_max_pool2d(x, (1, x.shape[-1]))
+            return F.adaptive_avg_pool2d(x, (1, None))
+        return F.adaptive_max_pool2d(x, (1, None))
 
     def extra_repr(self) -> str:
         return self.mode

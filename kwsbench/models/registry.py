@@ -30,6 +30,10 @@ class InputSpec:
     window_ms: float = 30.0
     hop_ms: float = 10.0
     note: str = ""
+    # Mel filterbank of the frontend; None: as many mel bins as features (log-mel) or max(40, n) (MFCC).
+    n_mels: int | None = None
+    f_min: float = 0.0
+    f_max: float | None = None
 
     def shape(self, batch: int = 1) -> tuple[int, int, int, int]:
         return (batch, 1, self.n_features, self.frames)
