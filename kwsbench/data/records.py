@@ -55,8 +55,12 @@ class DatasetIndex:
     skipped: list[Skipped] = field(default_factory=list)
     version: str | None = None
     notes: list[str] = field(default_factory=list)
-    word_clips: dict[str, int] = field(default_factory=dict)  # split -> word clips before unknown/silence handling
-    silence: dict[str, object] = field(default_factory=dict)  # how `_silence_` was made (source, ranges, counts)
+    word_clips: dict[str, int] = field(
+        default_factory=dict
+    )  # split -> word clips before unknown/silence handling
+    silence: dict[str, object] = field(
+        default_factory=dict
+    )  # how `_silence_` was made (source, ranges, counts)
 
     def split(self, name: str) -> list[Clip]:
         return [c for c in self.clips if c.split == name]

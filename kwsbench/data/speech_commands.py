@@ -131,7 +131,8 @@ def build(
         clips = assign_mini(clips, fractions)
         notes.append("mini: speaker-disjoint split by SHA-1 of the speaker id")
 
-    noise = noise_files_in(root, noise_dir) if protocol != "35" else []
+    # Protocol 35 cuts no silence, but training still mixes background noise into the words.
+    noise = noise_files_in(root, noise_dir)
     if protocol != "35" and not noise:
         raise DataError(
             f"{root}: no {BACKGROUND_NOISE}/ folder of noise WAVs to cut _silence_ from; "
