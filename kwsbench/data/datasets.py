@@ -8,6 +8,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import ModuleType
 
 from kwsbench.data import folder, fsdd, speech_commands, test_set
 from kwsbench.data.audio import AudioInfo, BadAudio, bad_file_error, read_info
@@ -32,12 +33,12 @@ from kwsbench.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
-_Builder = Callable[..., DatasetPlan]
-DATASETS: dict[str, _Builder] = {
-    "speech_commands": speech_commands.build,
-    "speech_commands_test_set": test_set.build,
-    "folder": folder.build,
-    "fsdd": fsdd.build,
+# Each layout module has ``build(root, *, protocol, ...) -> DatasetPlan`` and ``PROTOCOLS`` (default first).
+DATASETS: dict[str, ModuleType] = {
+    "speech_commands": speech_commands,
+    "speech_commands_test_set": test_set,
+    "folder": folder,
+    "fsdd": fsdd,
 }
 _MISSING_FIX: dict[str, Callable[[Path], str]] = {
     "speech_commands": speech_commands.archive_fix,
@@ -77,9 +78,17 @@ def load_dataset(
     root = Path(data_dir).expanduser()
     if not root.is_dir():
         raise DataError(f"{root}: no such folder; {_MISSING_FIX[name](root)}")
-    plan = DATASETS[name](
+    layout = DATASETS[name]
+    protocol = layout.PROTOCOLS[0] if protocol is None else str(protocol)
+    if protocol not in layout.PROTOCOLS:
+        hint = getattr(layout, "PROTOCOL_HINT", "")
+        raise ConfigError(
+            f"--protocol {protocol}: {name} supports {', '.join(layout.PROTOCOLS)}"
+            + (f" ({hint})" if hint else "")
+        )
+    plan = layout.build(
         root,
-        protocol=None if protocol is None else str(protocol),
+        protocol=protocol,
         keywords=parse_keywords(keywords),
         noise_dir=noise_dir,
         version=version,

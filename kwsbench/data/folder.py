@@ -28,6 +28,7 @@ from kwsbench.data.splits import (
 )
 from kwsbench.errors import ConfigError, DataError
 
+# The first protocol is the default; load_dataset checks the choice.
 PROTOCOLS: tuple[str, ...] = ("mini", "official")
 
 
@@ -46,9 +47,6 @@ def build(
     fractions: tuple[float, float, float],
 ) -> DatasetPlan:
     """Read one-folder-per-label data under ``root`` into a plan under ``protocol`` (default ``mini``)."""
-    protocol = protocol or "mini"
-    if protocol not in PROTOCOLS:
-        raise ConfigError(f"--protocol {protocol}: the folder dataset supports {', '.join(PROTOCOLS)}")
     if version is not None:
         raise ConfigError("--version applies to Speech Commands only; leave it out for --dataset folder")
     fix = "create one sub-folder of WAV/FLAC files per label"

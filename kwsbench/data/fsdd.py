@@ -13,6 +13,7 @@ from kwsbench.data.records import Clip
 from kwsbench.data.splits import DatasetPlan, assign_mini, audio_files
 from kwsbench.errors import ConfigError, DataError
 
+# The first protocol is the default; load_dataset checks the choice.
 PROTOCOLS: tuple[str, ...] = ("official", "mini")
 DIGITS: list[str] = [str(d) for d in range(10)]
 TEST_TAKES = range(0, 5)
@@ -34,9 +35,6 @@ def build(
     fractions: tuple[float, float, float],
 ) -> DatasetPlan:
     """Read FSDD under ``root`` (or ``root/recordings``) into a plan under ``protocol`` (default ``official``)."""
-    protocol = protocol or "official"
-    if protocol not in PROTOCOLS:
-        raise ConfigError(f"--protocol {protocol}: fsdd supports {', '.join(PROTOCOLS)}")
     for option, value in (("--keywords", keywords), ("--noise-dir", noise_dir), ("--version", version)):
         if value:
             raise ConfigError(f"{option}: does not apply to fsdd (classes are the digits 0-9); leave it out")

@@ -30,6 +30,7 @@ V1_WORDS: tuple[str, ...] = (
 )
 V2_ONLY_WORDS: tuple[str, ...] = ("backward", "follow", "forward", "learn", "visual")
 WORDS: dict[str, tuple[str, ...]] = {"v1": V1_WORDS, "v2": V1_WORDS + V2_ONLY_WORDS}
+# The first protocol is the default; load_dataset checks the choice.
 PROTOCOLS: tuple[str, ...] = ("12", "35", "mini")
 _VERSION_ALIASES = {"v1": "v1", "v0.01": "v1", "1": "v1", "v2": "v2", "v0.02": "v2", "2": "v2"}
 
@@ -80,9 +81,6 @@ def build(
     fractions: tuple[float, float, float],
 ) -> DatasetPlan:
     """Read the training-archive layout under ``root`` into a plan under ``protocol`` (default ``12``)."""
-    protocol = protocol or "12"
-    if protocol not in PROTOCOLS:
-        raise ConfigError(f"--protocol {protocol}: speech_commands supports {', '.join(PROTOCOLS)}")
     folders = word_folders(root)
     if not folders:
         raise DataError(f"{root}: no word folders found; {archive_fix(root, normalize_version(version))}")

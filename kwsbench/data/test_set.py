@@ -15,7 +15,9 @@ from kwsbench.data.speech_commands import KEYWORDS, normalize_version, word_fold
 from kwsbench.data.splits import DatasetPlan, assign_mini, audio_files, audio_stem, speaker_from_stem
 from kwsbench.errors import ConfigError, DataError
 
+# The first protocol is the default; load_dataset checks the choice.
 PROTOCOLS: tuple[str, ...] = ("official", "mini")
+PROTOCOL_HINT = "protocols 12 and 35 need the training archive: --dataset speech_commands"
 _VERSION_IN_NAME = re.compile(r"v0\.0([12])")
 
 
@@ -41,12 +43,6 @@ def build(
     fractions: tuple[float, float, float],
 ) -> DatasetPlan:
     """Read the test-set layout under ``root`` into a plan under ``protocol`` (default ``official``)."""
-    protocol = protocol or "official"
-    if protocol not in PROTOCOLS:
-        raise ConfigError(
-            f"--protocol {protocol}: speech_commands_test_set supports {', '.join(PROTOCOLS)} "
-            "(protocols 12 and 35 need the training archive: --dataset speech_commands)"
-        )
     if keywords:
         raise ConfigError("--keywords: the test-set archive's classes are its folders; leave --keywords out")
     if noise_dir is not None:
