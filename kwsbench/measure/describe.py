@@ -73,7 +73,9 @@ def describe_models(pattern: str = "*", num_classes: int = 12) -> list[dict]:
     if not names:
         raise ModelError(f"no registered model matches {pattern!r}; see `kwsbench models` for the list")
     rows = []
-    for name in tqdm(names, desc="counting", unit="model", file=sys.stderr, disable=len(names) < 4, leave=False):
+    for name in tqdm(
+        names, desc="counting", unit="model", file=sys.stderr, disable=len(names) < 4, leave=False
+    ):
         rows.append(describe_model(name, num_classes))
     return rows
 

@@ -193,7 +193,9 @@ def tf_same_padding(size: int, kernel: int, stride: int = 1, dilation: int = 1) 
 
     TF puts the odd pixel after (``after = before + 1``), which PyTorch's symmetric ``padding`` cannot express.
     """
-    out = -(-size // stride)
+    # Ceiling division written without negative floor division: exported to ONNX, `//` on traced ints
+    # becomes an integer Div that truncates, which turns -(-a // b) into a floor and shifts the padding.
+    out = (size + stride - 1) // stride
     total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
     return total // 2, total - total // 2
 

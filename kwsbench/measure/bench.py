@@ -1,0 +1,261 @@
+"""``kwsbench bench``: latency of registered models on each backend, with parity and provenance.
+
+For every (model, backend) pair: build the model (seed 0, BatchNorm statistics from two training-mode
+passes so that folding them is really tested), build the backend, check its output against eager on the
+protocol's input, time it under :mod:`kwsbench.measure.protocol`. A pair that cannot run records why in
+``status``; the bench itself goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from kwsbench.errors import ConfigError, KwsbenchError, ModelError
+from kwsbench.measure.backends import (
+    EXACT_BACKENDS,
+    PARITY_ATOL,
+    check_backends,
+    export_onnx,
+    prepare_backend,
+)
+from kwsbench.measure.latency import measure_latency, torch_threads
+from kwsbench.measure.protocol import Protocol
+from kwsbench.measure.provenance import collect_provenance
+from kwsbench.models import create_model, list_models, model_info
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+
+
+@dataclass
+class BenchRecord:
+    """One (model, backend) latency figure; timings are ``None`` when ``status`` is not ``"ok"``."""
+
+    name: str
+    backend: str
+    threads: int
+    batch: int
+    timed: str
+    median_ms: float | None = None
+    p90_ms: float | None = None
+    iqr_ms: float | None = None
+    mean_ms: float | None = None
+    min_ms: float | None = None
+    n: int = 0
+    max_abs_diff: float | None = None
+    ratio_to_eager: float | None = None
+    status: str = "ok"
+    note: str = ""
+
+
+@dataclass
+class BenchReport:
+    """Records of one bench run, the protocol they share and where they were measured."""
+
+    protocol: Protocol
+    provenance: dict
+    records: list[BenchRecord] = field(default_factory=list)
+    train_records: list[dict] = field(default_factory=list)
+
+    def to_records(self) -> list[dict]:
+        """JSON-ready rows; each carries the protocol and provenance it was taken under."""
+        if self.train_records:
+            return [dict(r, provenance=self.provenance) for r in self.train_records]
+        return [
+            dict(asdict(r), protocol=self.protocol.to_dict(), provenance=self.provenance)
+            for r in self.records
+        ]
+
+
+def seeded_input(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
+    """The protocol's input: standard normal from ``torch.Generator().manual_seed(seed)``."""
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+def bench_model(
+    name: str, batch: int, frontend: bool = False, seed: int = 0
+) -> tuple[nn.Module, torch.Tensor]:
+    """An eval-mode model with non-trivial BatchNorm statistics and the protocol's input for it.
+
+    Two training-mode forward passes on random inputs move the running statistics away from (0, 1); with
+    ``frontend`` the model takes raw 16 kHz audio ``(B, 16000)`` through the log-mel frontend first.
+    """
+    info = model_info(name)
+    torch.manual_seed(seed)
+    model: nn.Module = create_model(name)
+    shape: tuple[int, ...] = info.input.shape(batch)
+    if frontend:
+        from kwsbench.data.features import make_frontend
+
+        model = nn.Sequential(make_frontend(info.input), model)
+        shape = (batch, SAMPLE_RATE)
+    model.train()
+    with torch.no_grad():
+        for i in range(2):
+            model(seeded_input((max(batch, 4),) + shape[1:], seed + 1 + i))
+    return model.eval(), seeded_input(shape, seed)
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"[:300]
+
+
+def _run_pair(
+    name: str,
+    backend: str,
+    model: nn.Module,
+    x: torch.Tensor,
+    reference: np.ndarray,
+    protocol: Protocol,
+    workdir: Path,
+    onnx_path: Path | None,
+) -> BenchRecord:
+    record = BenchRecord(name, backend, protocol.threads, protocol.batch, protocol.timed)
+    try:
+        prepared = prepare_backend(
+            backend, model, x, threads=protocol.threads, workdir=workdir, onnx_path=onnx_path, label=name
+        )
+        record.note = prepared.note
+        record.max_abs_diff = float(np.abs(prepared.output - reference).max())
+        if backend in EXACT_BACKENDS and not record.max_abs_diff <= PARITY_ATOL:
+            record.status = f"parity failed: max |diff| {record.max_abs_diff:.3g} > {PARITY_ATOL} vs eager"
+        result = measure_latency(prepared.run, threads=protocol.threads, protocol=protocol)
+    except Exception as err:  # noqa: BLE001 - one pair failing must not stop the bench
+        log.info("%s on %s failed", name, backend, exc_info=True)
+        record.status = _one_line(err)
+        return record
+    for key in ("median_ms", "p90_ms", "iqr_ms", "mean_ms", "min_ms", "n"):
+        setattr(record, key, getattr(result, key))
+    return record
+
+
+def _validate(pattern: str, threads: int, batch: int) -> list[str]:
+    if threads < 1:
+        raise ConfigError(f"--threads must be at least 1, got {threads}")
+    if batch < 1:
+        raise ConfigError(f"--batch must be at least 1, got {batch}")
+    names = list_models(pattern)
+    if not names:
+        raise ModelError(f"no registered model matches {pattern!r}; see `kwsbench models`")
+    return names
+
+
+def run_bench(
+    pattern: str = "bcresnet_*",
+    backends: list[str] | tuple[str, ...] = ("eager",),
+    threads: int = 1,
+    batch: int = 1,
+    frontend: bool = False,
+    train: bool = False,
+    iterations: int | None = None,
+    warmup: int | None = None,
+) -> BenchReport:
+    """Time every model matching ``pattern`` on every backend (or training throughput with ``train``)."""
+    names = _validate(pattern, threads, batch)
+    defaults = Protocol()
+    protocol = Protocol(
+        warmup=defaults.warmup if warmup is None else warmup,
+        iterations=defaults.iterations if iterations is None else iterations,
+        timed="frontend+model" if frontend else "model",
+        threads=threads,
+        batch=batch,
+    )
+    report = BenchReport(protocol=protocol, provenance=collect_provenance(threads))
+    if train:
+        from kwsbench.measure.train_speed import measure_training_throughput
+
+        for name in tqdm(names, desc="train speed", unit="model", leave=False):
+            report.train_records.append(measure_training_throughput(name, threads=threads))
+        return report
+    backends = check_backends(list(backends))
+    bar = tqdm(total=len(names) * len(backends), desc="bench", unit="pair", leave=False)
+    with tempfile.TemporaryDirectory(prefix="kwsbench-bench-") as tmp:
+        for name in names:
+            try:
+                model, x = bench_model(name, batch, frontend)
+                with torch_threads(threads), torch.inference_mode():
+                    reference = model(x).float().numpy()
+            except KwsbenchError:
+                raise
+            except Exception as err:  # noqa: BLE001 - a model that cannot even run eagerly is recorded
+                for backend in backends:
+                    report.records.append(
+                        BenchRecord(name, backend, threads, batch, protocol.timed, status=_one_line(err))
+                    )
+                bar.update(len(backends))
+                continue
+            workdir = Path(tmp) / name
+            workdir.mkdir()
+            onnx_path = _shared_export(model, x, backends, workdir, name)
+            for backend in backends:
+                bar.set_postfix_str(f"{name} {backend}")
+                report.records.append(
+                    _run_pair(name, backend, model, x, reference, protocol, workdir, onnx_path)
+                )
+                bar.update()
+    bar.close()
+    _fill_ratios(report.records)
+    return report
+
+
+def _shared_export(
+    model: nn.Module, x: torch.Tensor, backends: list[str], workdir: Path, name: str
+) -> Path | None:
+    """One ONNX export per model for the backends that read it; a failure is left to each backend."""
+    if not {"onnxruntime", "openvino", "openvino-bf16"} & set(backends):
+        return None
+    try:
+        return export_onnx(model, x, workdir / "model.onnx", name)
+    except KwsbenchError:
+        return None
+
+
+def _fill_ratios(records: list[BenchRecord]) -> None:
+    eager = {r.name: r.median_ms for r in records if r.backend == "eager" and r.median_ms}
+    for r in records:
+        if r.median_ms is not None and r.name in eager:
+            r.ratio_to_eager = r.median_ms / eager[r.name]
+
+
+def _fmt(v: float | None, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def format_bench(report: BenchReport) -> str:
+    """A provenance header and one row per model x backend (or per model for training throughput)."""
+    p = report.provenance
+    versions = ", ".join(f"{k} {v}" for k, v in p["versions"].items() if v)
+    lines = [
+        f"CPU: {p['cpu']} ({p['logical_cpus']} logical; flags: {' '.join(p['cpu_flags']) or 'none'})",
+        f"threads: {p['threads']}; batch: {report.protocol.batch}; {versions}",
+    ]
+    if report.train_records:
+        keys = list(report.train_records[0])
+        lines.append("  ".join(keys))
+        lines += ["  ".join(str(r.get(k, "")) for k in keys) for r in report.train_records]
+        return "\n".join(lines)
+    pr = report.protocol
+    lines.append(
+        f"protocol {pr.version}: timed {pr.timed}, warm-up {pr.warmup}, >= {pr.iterations} calls "
+        f"and >= {pr.min_time_s} s, input {pr.input}"
+    )
+    width = max([len(r.name) for r in report.records] + [5])
+    header = f"{'model':<{width}}  {'backend':<13}  {'median ms':>9}  {'p90 ms':>8}  {'iqr ms':>7}  {'x eager':>7}  {'max|diff|':>9}  status"
+    lines += [header, "-" * len(header)]
+    for r in report.records:
+        lines.append(
+            f"{r.name:<{width}}  {r.backend:<13}  {_fmt(r.median_ms, '9.3f')}  {_fmt(r.p90_ms, '8.3f')}  "
+            f"{_fmt(r.iqr_ms, '7.3f')}  {_fmt(r.ratio_to_eager, '7.3f')}  {_fmt(r.max_abs_diff, '9.2e')}  "
+            f"{r.status}{'  (' + r.note + ')' if r.note and r.backend == 'optimized' else ''}"
+        )
+    return "\n".join(lines)
