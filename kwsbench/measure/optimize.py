@@ -9,7 +9,10 @@
   Folding them into the frequency-depthwise convolution before it needs per-frequency weights; written
   as shifted slices that measured slower on ONNX Runtime (more nodes), so the affine stays separate;
 * Dropout is removed, and adaptive average / max pooling to one frequency row (or to 1x1) becomes a
-  plain mean / max reduction (ONNX ``ReduceMean`` instead of an ``AveragePool`` with a derived kernel).
+  plain mean / max reduction (ONNX ``ReduceMean`` instead of an ``AveragePool`` with a derived kernel);
+* in a BC-ResBlock, the average over frequency and the temporal depthwise convolution after it (and so
+  its BatchNorm) become one full-height depthwise convolution with the weights divided by ``F``: zero
+  padding in time commutes with the average, so this is exact, and it removes a reduction per block.
 
 On the exported ONNX graph, :func:`merge_add_chains` turns chains of ``Add`` (BC-ResNet's
 ``aux + temporal + x``) into one ``Sum`` node: fewer nodes, less per-node dispatch at batch 1.
@@ -27,6 +30,7 @@ import onnx
 import torch
 from torch import nn
 
+from kwsbench.models.bcresnet import BCResBlock
 from kwsbench.models.layers import FrequencyPool, SubSpectralNorm
 
 _CONV = (nn.Conv1d, nn.Conv2d)
@@ -164,6 +168,27 @@ def _fold_sequence(mods: list[nn.Module]) -> list[nn.Module]:
     return out
 
 
+def fuse_pool_into_temporal_conv(block: BCResBlock, frequencies: int) -> None:
+    """In place: ``mean over F -> 1 x k temporal depthwise conv`` becomes one ``F x k`` depthwise conv."""
+    if not isinstance(block.pool, FrequencyPool) or block.pool.mode != "avg":
+        return  # max over frequency does not commute with the convolution
+    temporal = block.f1[0][0]
+    c, _, kf, kt = temporal.weight.shape
+    assert kf == 1, "BC-ResBlock's temporal convolution has a 1 x k kernel"
+    fused = nn.Conv2d(
+        c,
+        c,
+        (frequencies, kt),
+        padding=(0, temporal.padding[1]),
+        dilation=(1, temporal.dilation[1]),
+        groups=c,
+        bias=False,
+    )
+    fused.weight = nn.Parameter(temporal.weight.detach().expand(c, 1, frequencies, kt) / frequencies)
+    block.f1[0][0] = fused
+    block.pool = nn.Identity()
+
+
 def _replace(module: nn.Module, freq_of: dict[int, int]) -> nn.Module:
     """The eval-mode replacement of one module (children already rewritten)."""
     if isinstance(module, _DROPOUT):
@@ -182,18 +207,20 @@ def _replace(module: nn.Module, freq_of: dict[int, int]) -> nn.Module:
 
 
 def _rewrite(module: nn.Module, freq_of: dict[int, int]) -> nn.Module:
+    if isinstance(module, BCResBlock) and id(module.pool) in freq_of:
+        fuse_pool_into_temporal_conv(module, freq_of[id(module.pool)])
     for name, child in list(module.named_children()):
         setattr(module, name, _rewrite(child, freq_of))
     return _replace(module, freq_of)
 
 
 def _ssn_frequencies(model: nn.Module, example: torch.Tensor) -> dict[int, int]:
-    """The frequency size each SubSpectralNorm sees on ``example`` (recorded by one forward pass)."""
+    """The frequency size each SubSpectralNorm and FrequencyPool sees on ``example`` (one forward pass)."""
     sizes: dict[int, int] = {}
     hooks = [
         m.register_forward_pre_hook(lambda mod, args: sizes.__setitem__(id(mod), args[0].shape[2]))
         for m in model.modules()
-        if isinstance(m, SubSpectralNorm)
+        if isinstance(m, (SubSpectralNorm, FrequencyPool))
     ]
     try:
         with torch.no_grad():

@@ -132,3 +132,23 @@ def test_add_chain_becomes_one_broadcasting_sum():
 def test_add_with_another_use_is_kept():
     merged = merge_add_chains(_tiny_add_model(extra_use=True))
     assert [n.op_type for n in merged.graph.node] == ["Add", "Add", "Relu", "Neg"]
+
+
+def test_frequency_pool_is_fused_into_the_temporal_convolution():
+    from kwsbench.measure.optimize import inference_graph
+    from kwsbench.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("bcresnet_1").train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(8, 1, 40, 101))
+    model.eval()
+    graph = inference_graph(model, (1, 1, 40, 101))
+    kernels = [block.f1[0].kernel_size for block in graph.blocks]
+    # Each block's temporal conv now spans the whole frequency axis of its stage: 20, 20, 10, 10, 5 x 8.
+    assert [k[0] for k in kernels] == [20, 20, 10, 10] + [5] * 8
+    assert all(isinstance(block.pool, torch.nn.Identity) for block in graph.blocks)
+    x = torch.randn(3, 1, 40, 101)
+    with torch.no_grad():
+        torch.testing.assert_close(graph(x), model(x), rtol=0, atol=1e-5)
