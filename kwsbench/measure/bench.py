@@ -172,10 +172,14 @@ def run_bench(
     )
     report = BenchReport(protocol=protocol, provenance=collect_provenance(threads))
     if train:
-        from kwsbench.measure.train_speed import measure_training_throughput
+        from kwsbench.measure.train_speed import compare_training_throughput
 
         for name in tqdm(names, desc="train speed", unit="model", leave=False):
-            report.train_records.append(measure_training_throughput(name, threads=threads))
+            # Both formulations in one run, steps alternating, so a noisy machine slows both alike.
+            both = compare_training_throughput(name, batch=batch, threads=threads)
+            for formulation in ("eager", "fast"):
+                record = dict(both[formulation], backend=formulation, speedup_vs_eager=both["speedup"])
+                report.train_records.append(record)
         return report
     backends = check_backends(list(backends))
     bar = tqdm(total=len(names) * len(backends), desc="bench", unit="pair", leave=False)
@@ -240,9 +244,20 @@ def format_bench(report: BenchReport) -> str:
         f"threads: {p['threads']}; batch: {report.protocol.batch}; {versions}",
     ]
     if report.train_records:
-        keys = list(report.train_records[0])
-        lines.append("  ".join(keys))
-        lines += ["  ".join(str(r.get(k, "")) for k in keys) for r in report.train_records]
+        first = report.train_records[0]
+        lines.append(f"protocol {first['protocol_version']}: {first['protocol']}")
+        width = max(len(r["name"]) for r in report.train_records)
+        header = (
+            f"{'model':<{width}}  {'formulation':<11}  {'batch':>5}  {'samples/s':>9}  {'step ms':>8}  "
+            f"{'p90 ms':>8}  {'x eager':>7}"
+        )
+        lines += [header, "-" * len(header)]
+        for r in report.train_records:
+            lines.append(
+                f"{r['name']:<{width}}  {r['backend']:<11}  {r['batch']:>5}  {r['samples_per_s']:>9.1f}  "
+                f"{r['step_ms_median']:>8.1f}  {r['step_ms_p90']:>8.1f}  "
+                f"{1.0 if r['backend'] == 'eager' else r['speedup_vs_eager']:>7.3f}"
+            )
         return "\n".join(lines)
     pr = report.protocol
     lines.append(

@@ -55,7 +55,7 @@ class FrequencyPool(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Adaptive pooling is the reference formulation (and what fvcore counts); the fast training path
-        # swaps it for an exactly equal mean (kwsbench.measure.train_speed).
+        # swaps it for an exactly equal mean (kwsbench.models.reformulate).
         if self.mode == "avg":
             return F.adaptive_avg_pool2d(x, (1, None))
         return F.adaptive_max_pool2d(x, (1, None))

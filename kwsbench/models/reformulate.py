@@ -1,0 +1,148 @@
+"""Exact training-time reformulations: the same function as a registered model, computed faster on CPU.
+
+``for_training(model)`` returns a second module tree that shares every parameter and buffer tensor of
+``model`` (so an optimiser step on one is seen by the other, and the state_dict keys are identical), with
+modules whose pattern is recognised swapped for faster equivalents. ``model`` itself is not modified: the
+straightforward formulation stays what fvcore counts and exporters trace.
+
+Rewrites (each measured on BC-ResNet-1, batch 100, to be faster; see benchmarks/bench_train.py):
+
+- ``FrequencyPool`` (adaptive pooling to ``(1, T)``) -> a mean / max over the frequency axis. Adaptive
+  pooling with one output bin per column is that mean, but its CPU kernel and backward are generic and slow.
+- ``nn.AdaptiveAvgPool2d(1)`` -> a mean over ``(F, T)``, for the same reason.
+- Inside models whose ``forward`` is layout-agnostic (``_CHANNELS_LAST_SAFE``): every ``nn.Conv2d`` runs on
+  channels-last (NHWC) tensors. oneDNN's depthwise and 1x1 kernels are 2-4x faster in NHWC than in NCHW,
+  which it otherwise reorders to a blocked format on every call, forward and backward; BatchNorm, ReLU,
+  SiLU, adds, means and Dropout2d keep the NHWC layout of their input, so the whole network stays NHWC.
+- ``SubSpectralNorm`` -> the same batch norm, with its output returned in its input's (NHWC) layout.
+- ``nn.BatchNorm2d`` in those models -> the same batch norm on an NCHW copy when the channel count is not
+  a multiple of 16 (PyTorch's NHWC kernel vectorises across channels and is 3-6x slower there).
+
+Dropout2d is left as it is: it draws its ``(B, C, 1, 1)`` mask from the same generator in the same order
+in both formulations, so seeded runs of the two agree mask for mask.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from kwsbench.models.bcresnet import BCResNet
+from kwsbench.models.layers import FrequencyPool, SubSpectralNorm
+from kwsbench.models.resnet_ablation import ResNetDS
+
+# Models whose forward only uses ops that accept any memory layout (no ``.view`` of a conv output, no
+# layout-sensitive reshape): read before adding a class here; tests/models/test_reformulate.py checks them.
+_CHANNELS_LAST_SAFE: tuple[type[nn.Module], ...] = (BCResNet, ResNetDS)
+
+
+def to_channels_last(x: torch.Tensor) -> torch.Tensor:
+    """``(B, C, H, W)`` with NHWC strides, also when ``C == 1``.
+
+    With one channel NCHW and NHWC are the same memory and ``contiguous(channels_last)`` keeps the NCHW
+    strides, which makes oneDNN pick NCHW for the convolution's output; explicit NHWC strides avoid that.
+    """
+    y = x.contiguous(memory_format=torch.channels_last)
+    if y.shape[1] == 1 and y.stride(1) != 1:
+        b, c, h, w = y.shape
+        y = y.as_strided(y.shape, (h * w, 1, w, 1))
+    return y
+
+
+class FastFrequencyPool(FrequencyPool):
+    """``FrequencyPool`` as a plain reduction over the frequency axis: ``(B, C, F, T) -> (B, C, 1, T)``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "avg":
+            return x.mean(2, keepdim=True)
+        # max(dim) routes the gradient to one arg-max per column, as adaptive max pooling does.
+        return x.max(2, keepdim=True).values
+
+
+class GlobalAvgPool2d(nn.AdaptiveAvgPool2d):
+    """``AdaptiveAvgPool2d(1)`` as a mean: ``(B, C, H, W) -> (B, C, 1, 1)``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((2, 3), keepdim=True)
+
+
+class ChannelsLastConv2d(nn.Conv2d):
+    """``nn.Conv2d`` computed on an NHWC copy of its input; the output stays NHWC."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(to_channels_last(x))
+
+
+class FastSubSpectralNorm(SubSpectralNorm):
+    """``SubSpectralNorm`` whose output keeps the memory layout of its input.
+
+    The reference reshape ``(B, C, F, T) -> (B, C * S, F / S, T)`` is not a view of NHWC memory, so an NHWC
+    input is copied to NCHW for the batch norm; returning NCHW would then make every later elementwise op
+    and its backward mix layouts (slow strided loops) and the next convolution copy again. Converting the
+    output back to NHWC here is cheaper than both. (A hand-written NHWC batch norm with statistics per
+    (sub-band, channel) was measured slower: its strided reductions cost more than the two copies.)
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = super().forward(x)
+        if x.dim() == 4 and x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last):
+            return y.contiguous(memory_format=torch.channels_last)
+        return y
+
+
+class NchwBatchNorm2d(nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` computed on an NCHW copy when the channel count is not a multiple of 16.
+
+    PyTorch's NHWC batch-norm kernels vectorise across channels: with 8, 12 or 20 channels (BC-ResNet-1's
+    stages) forward + backward measured 3-6x slower than NCHW (batch 100, 2 threads), which outweighs the
+    two layout copies. The output is returned NHWC so the network around it keeps one layout.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4 and x.shape[1] % 16 and x.is_contiguous(memory_format=torch.channels_last):
+            return super().forward(x.contiguous()).contiguous(memory_format=torch.channels_last)
+        return super().forward(x)
+
+
+def _share(module: nn.Module, cls: type[nn.Module] | None = None) -> nn.Module:
+    """A new module object holding the same parameter and buffer tensors (and hooks) as ``module``.
+
+    Its own ``_modules``/``_parameters``/``_buffers`` dicts let children be swapped without touching
+    ``module``; ``cls`` (a subclass adding no state) changes only how it computes.
+    """
+    new = copy.copy(module)
+    for key, value in vars(module).items():
+        if isinstance(value, dict):
+            setattr(new, key, type(value)(value))
+    if cls is not None:
+        new.__class__ = cls
+    return new
+
+
+def _rewrite(module: nn.Module, channels_last: bool) -> nn.Module:
+    channels_last = channels_last or isinstance(module, _CHANNELS_LAST_SAFE)
+    if type(module) is FrequencyPool:
+        return _share(module, FastFrequencyPool)
+    if type(module) is nn.AdaptiveAvgPool2d and module.output_size in (1, (1, 1)):
+        return _share(module, GlobalAvgPool2d)
+    if type(module) is SubSpectralNorm:
+        new = _share(module, FastSubSpectralNorm)
+    elif type(module) is nn.Conv2d and channels_last and module.padding_mode == "zeros":
+        return _share(module, ChannelsLastConv2d)
+    elif type(module) is nn.BatchNorm2d and channels_last:
+        return _share(module, NchwBatchNorm2d)
+    else:
+        new = _share(module)
+    for name, child in module.named_children():
+        new._modules[name] = _rewrite(child, channels_last)
+    return new
+
+
+def for_training(model: nn.Module) -> nn.Module:
+    """``model`` reformulated for fast CPU training: same function, same parameter tensors, same keys.
+
+    ``model`` is left unchanged; modules no rewrite recognises are shared copies computing as before.
+    """
+    return _rewrite(model, channels_last=False)

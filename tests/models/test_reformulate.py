@@ -1,0 +1,112 @@
+"""for_training(model) computes the registered model's function: same loss, gradients, statistics and keys."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kwsbench.models import create_model, list_models, model_info
+from kwsbench.models.layers import FrequencyPool, SubSpectralNorm
+from kwsbench.models.reformulate import (
+    ChannelsLastConv2d,
+    FastFrequencyPool,
+    FastSubSpectralNorm,
+    for_training,
+    to_channels_last,
+)
+
+
+def _pair(name: str, dtype: torch.dtype) -> tuple[nn.Module, nn.Module, nn.Module]:
+    """(reference, copy of it, for_training(copy)) with equal weights in ``dtype``."""
+    torch.manual_seed(0)
+    reference = create_model(name).to(dtype).train()
+    source = copy.deepcopy(reference)
+    return reference, source, for_training(source)
+
+
+def _step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    # Same generator state before each forward: Dropout2d draws the same masks in both formulations,
+    # because the reformulation leaves Dropout2d (and the order of the draws) unchanged.
+    torch.manual_seed(1)
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    return loss.detach()
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_same_loss_gradients_statistics_and_keys(name):
+    # float64 so that rounding (1e-16) cannot move a pre-activation across ReLU's kink: in float32 the two
+    # formulations differ by ~1e-6 (other summation orders), and one such flip changes a weight gradient
+    # by percents while both formulations are correct.
+    reference, source, fast = _pair(name, torch.float64)
+    generator = torch.Generator().manual_seed(2)
+    x = torch.randn(model_info(name).input.shape(4), generator=generator, dtype=torch.float64)
+    y = torch.randint(0, 12, (4,), generator=generator)
+    torch.testing.assert_close(_step(fast, x, y), _step(reference, x, y), rtol=1e-5, atol=1e-5)
+    for (key, a), (_, b) in zip(reference.named_parameters(), source.named_parameters(), strict=True):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-5, atol=1e-5, msg=f"{name} gradient {key}")
+    for (key, a), (_, b) in zip(reference.named_buffers(), source.named_buffers(), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5, msg=f"{name} buffer {key}")
+    assert list(fast.state_dict()) == list(reference.state_dict())
+    reference.eval()
+    fast.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), reference(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["bcresnet_1", "resnet2d_w1_ssn", "table2_freq_maxpool"])
+def test_float32_loss_and_eval_outputs(name):
+    # The float32 kernels the fast path is for (oneDNN NHWC convolutions); loss and outputs are continuous
+    # in the rounding, unlike the gradients (see the float64 test).
+    reference, _, fast = _pair(name, torch.float32)
+    x = torch.randn(model_info(name).input.shape(8), generator=torch.Generator().manual_seed(3))
+    y = torch.arange(8) % 12
+    torch.testing.assert_close(_step(fast, x, y), _step(reference, x, y), rtol=1e-5, atol=1e-5)
+    reference.eval()
+    fast.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), reference(x), rtol=1e-5, atol=1e-5)
+
+
+def test_rewrites_bcresnet_and_leaves_the_reference_alone():
+    reference = create_model("bcresnet_1")
+    fast = for_training(reference)
+    kinds = {type(m) for m in fast.modules()}
+    assert {ChannelsLastConv2d, FastFrequencyPool, FastSubSpectralNorm} <= kinds
+    assert nn.Conv2d not in kinds and nn.AdaptiveAvgPool2d not in kinds
+    # The reference keeps the straightforward modules that fvcore counts and exporters trace.
+    reference_kinds = {type(m) for m in reference.modules()}
+    assert {nn.Conv2d, FrequencyPool, SubSpectralNorm, nn.AdaptiveAvgPool2d} <= reference_kinds
+    assert not reference_kinds & {ChannelsLastConv2d, FastFrequencyPool, FastSubSpectralNorm}
+
+
+def test_shares_parameters_and_buffers():
+    reference = create_model("bcresnet_1").train()
+    fast = for_training(reference)
+    for a, b in zip(reference.parameters(), fast.parameters(), strict=True):
+        assert a is b
+    before = reference.head[1].running_mean.clone()
+    optimizer = torch.optim.SGD(fast.parameters(), lr=0.1)
+    F.cross_entropy(fast(torch.randn(2, 1, 40, 101)), torch.tensor([0, 1])).backward()
+    weight = reference.head[0].weight.clone()
+    optimizer.step()
+    # An optimiser over the fast model trains the reference's tensors, running statistics included.
+    assert not torch.equal(reference.head[0].weight, weight)
+    assert not torch.equal(reference.head[1].running_mean, before)
+
+
+def test_maps_stay_channels_last_through_the_blocks():
+    fast = for_training(create_model("bcresnet_1")).train()
+    out = fast.blocks(fast.head(torch.randn(2, 1, 40, 101)))
+    assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_to_channels_last_gives_nhwc_strides_for_one_channel():
+    x = torch.randn(2, 1, 4, 5)
+    y = to_channels_last(x)
+    assert y.stride() == (20, 1, 5, 1)
+    assert torch.equal(y, x)
