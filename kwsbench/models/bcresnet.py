@@ -104,7 +104,11 @@ class BCResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         aux = self.f2(x)
-        temporal = self.f1(self.pool(aux))  # (B, C, 1, T), broadcast over frequency below
+        temporal = self.f1(self.pool(aux))  # (B, C, 1, T), broadcast over frequency in merge
+        return self.merge(x, aux, temporal)
+
+    def merge(self, x: torch.Tensor, aux: torch.Tensor, temporal: torch.Tensor) -> torch.Tensor:
+        """``ReLU([x +] aux + BC(temporal))`` (or ``aux * sigmoid(temporal)`` for the attention variant)."""
         if self.broadcast == "attention":
             y = aux * torch.sigmoid(temporal)
         elif self.use_aux_residual:

@@ -15,6 +15,8 @@ Rewrites (each measured on BC-ResNet-1, batch 100, to be faster; see benchmarks/
   which it otherwise reorders to a blocked format on every call, forward and backward; BatchNorm, ReLU,
   SiLU, adds, means and Dropout2d keep the NHWC layout of their input, so the whole network stays NHWC.
 - ``SubSpectralNorm`` -> the same batch norm, with its output returned in its input's (NHWC) layout.
+- ``BCResBlock`` -> the same block with its final sum and ReLU computed in place; ``nn.ReLU`` modules of
+  those models run in place too (each follows a BatchNorm or a convolution).
 - ``nn.BatchNorm2d`` in those models -> the same batch norm on an NCHW copy when the channel count is not
   a multiple of 16 (PyTorch's NHWC kernel vectorises across channels and is 3-6x slower there).
 
@@ -29,7 +31,7 @@ import copy
 import torch
 from torch import nn
 
-from kwsbench.models.bcresnet import BCResNet
+from kwsbench.models.bcresnet import BCResBlock, BCResNet
 from kwsbench.models.layers import FrequencyPool, SubSpectralNorm
 from kwsbench.models.resnet_ablation import ResNetDS
 
@@ -49,6 +51,35 @@ def to_channels_last(x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = y.shape
         y = y.as_strided(y.shape, (h * w, 1, w, 1))
     return y
+
+
+class _Relayout(torch.autograd.Function):
+    """A copy into ``layout`` whose backward copies the gradient back into the input's layout.
+
+    ``x.contiguous(...)`` alone passes the gradient through in whatever layout it arrives, so a layer that
+    computes in NCHW inside an NHWC network would hand NCHW gradients to the convolution before it, whose
+    backward then takes oneDNN's slow mixed-layout path (measured 15x slower for a 1x1 conv).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, layout: torch.memory_format) -> torch.Tensor:
+        ctx.back = (
+            torch.channels_last
+            if x.is_contiguous(memory_format=torch.channels_last)
+            else torch.contiguous_format
+        )
+        return x.contiguous(memory_format=layout)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad.contiguous(memory_format=ctx.back), None
+
+
+def relayout(x: torch.Tensor, layout: torch.memory_format) -> torch.Tensor:
+    """``x`` in memory ``layout``; its gradient returns in ``x``'s own layout (see ``_Relayout``)."""
+    if x.is_contiguous(memory_format=layout):
+        return x
+    return _Relayout.apply(x, layout)
 
 
 class FastFrequencyPool(FrequencyPool):
@@ -86,10 +117,26 @@ class FastSubSpectralNorm(SubSpectralNorm):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = super().forward(x)
         if x.dim() == 4 and x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last):
-            return y.contiguous(memory_format=torch.channels_last)
-        return y
+            y = super().forward(relayout(x, torch.contiguous_format))
+            return relayout(y, torch.channels_last)
+        return super().forward(x)
+
+
+class FastBCResBlock(BCResBlock):
+    """``BCResBlock`` whose final sum and ReLU reuse one fresh buffer (``add_``, ``relu_``).
+
+    Each block otherwise allocates and writes two more full-size maps per step; the in-place forms are
+    exact and autograd-safe here (an add's backward needs no input, a ReLU's backward its output).
+    """
+
+    def merge(self, x: torch.Tensor, aux: torch.Tensor, temporal: torch.Tensor) -> torch.Tensor:
+        if self.broadcast != "add" or not self.use_aux_residual:
+            return super().merge(x, aux, temporal)  # the expanded view cannot be written in place
+        y = aux + temporal
+        if self.use_shortcut:
+            y.add_(x)
+        return y.relu_()
 
 
 class NchwBatchNorm2d(nn.BatchNorm2d):
@@ -102,7 +149,8 @@ class NchwBatchNorm2d(nn.BatchNorm2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 4 and x.shape[1] % 16 and x.is_contiguous(memory_format=torch.channels_last):
-            return super().forward(x.contiguous()).contiguous(memory_format=torch.channels_last)
+            y = super().forward(relayout(x, torch.contiguous_format))
+            return relayout(y, torch.channels_last)
         return super().forward(x)
 
 
@@ -129,10 +177,18 @@ def _rewrite(module: nn.Module, channels_last: bool) -> nn.Module:
         return _share(module, GlobalAvgPool2d)
     if type(module) is SubSpectralNorm:
         new = _share(module, FastSubSpectralNorm)
+    elif type(module) is BCResBlock:
+        new = _share(module, FastBCResBlock)
     elif type(module) is nn.Conv2d and channels_last and module.padding_mode == "zeros":
         return _share(module, ChannelsLastConv2d)
     elif type(module) is nn.BatchNorm2d and channels_last:
         return _share(module, NchwBatchNorm2d)
+    elif type(module) is nn.ReLU and channels_last:
+        # In these models a ReLU module follows a BatchNorm or a convolution, whose backward needs its
+        # input, never its output: overwriting the output in place saves a full-size buffer per call.
+        new = _share(module)
+        new.inplace = True
+        return new
     else:
         new = _share(module)
     for name, child in module.named_children():
