@@ -87,7 +87,9 @@ class FastFrequencyPool(FrequencyPool):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "avg":
-            return x.mean(2, keepdim=True)
+            # A sum scaled afterwards: the scale touches the small (B, C, 1, T) result, and the sum's
+            # backward is a free broadcast, where mean's backward divides a full-size gradient.
+            return x.sum(2, keepdim=True).mul_(1.0 / x.shape[2])
         # max(dim) routes the gradient to one arg-max per column, as adaptive max pooling does.
         return x.max(2, keepdim=True).values
 
