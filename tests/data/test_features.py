@@ -9,7 +9,7 @@ import soundfile as sf
 import torch
 import torchaudio
 
-from kwsbench.data.features import MFCC, LogMel, make_frontend
+from kwsbench.data.features import CLIPS_PER_CHUNK, MFCC, LogMel, _reflect_pad, make_frontend
 from kwsbench.errors import ConfigError
 from kwsbench.models import InputSpec, create_model, list_models, model_info
 from kwsbench.settings import shared_data_dir
@@ -59,6 +59,24 @@ def test_one_clip_without_batch_matches_its_batched_row(clips):
     frontend = LogMel()
     assert frontend(clips[5]).shape == (1, 1, 40, 101)
     torch.testing.assert_close(frontend(clips[5])[0], frontend(clips)[5])
+
+
+@pytest.mark.parametrize("length", [16000, 300, 259, 258, 257])
+def test_reflect_pad_equals_torch_reflect_mode(clips, length):
+    # 257..259 samples sit at the edge where the two mirrored windows of 256 would coincide (fallback path).
+    waveform = clips[:3, :length]
+    expected = torch.nn.functional.pad(waveform.unsqueeze(1), (256, 256), mode="reflect").squeeze(1)
+    assert torch.equal(_reflect_pad(waveform, 256), expected)
+
+
+def test_large_batches_go_through_in_chunks_with_identical_rows(clips):
+    # 3 * 12 = 36 clips: two full chunks of CLIPS_PER_CHUNK and a short one; each row as if alone.
+    batch = clips.repeat(3, 1) * torch.linspace(0.5, 1.5, 36).unsqueeze(1)
+    assert batch.shape[0] > 2 * CLIPS_PER_CHUNK
+    features = LogMel()(batch)
+    assert features.shape == (36, 1, 40, 101)
+    for row in (0, CLIPS_PER_CHUNK - 1, CLIPS_PER_CHUNK, 35):
+        torch.testing.assert_close(features[row], LogMel()(batch[row])[0], rtol=0, atol=1e-5)
 
 
 def test_uncentred_frames_match_torchaudio_when_window_fills_the_fft(clips):
