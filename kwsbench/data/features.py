@@ -89,7 +89,10 @@ def log_mel(
         # and which spill the caches: 16-clip chunks measured 2.8x faster at batch 100.
         chunks = waveform.split(CLIPS_PER_CHUNK)
         return torch.cat(
-            [log_mel(c, window, filterbank_ri, hop_length, n_fft=n_fft, center=center, eps=eps) for c in chunks]
+            [
+                log_mel(c, window, filterbank_ri, hop_length, n_fft=n_fft, center=center, eps=eps)
+                for c in chunks
+            ]
         )
     if center:
         frames = _reflect_pad(waveform, n_fft // 2).unfold(-1, n_fft, hop_length)
