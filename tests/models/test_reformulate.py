@@ -15,7 +15,7 @@ from kwsbench.models.reformulate import (
     ChannelsLastConv2d,
     FastFrequencyPool,
     FastSubSpectralNorm,
-    NchwBatchNorm2d,
+    SmallChannelBatchNorm2d,
     for_training,
     to_channels_last,
 )
@@ -77,19 +77,19 @@ def test_rewrites_bcresnet_and_leaves_the_reference_alone():
     reference = create_model("bcresnet_1")
     fast = for_training(reference)
     kinds = {type(m) for m in fast.modules()}
-    assert {ChannelsLastConv2d, FastFrequencyPool, FastSubSpectralNorm, NchwBatchNorm2d} <= kinds
+    assert {ChannelsLastConv2d, FastFrequencyPool, FastSubSpectralNorm, SmallChannelBatchNorm2d} <= kinds
     assert nn.Conv2d not in kinds and nn.AdaptiveAvgPool2d not in kinds and nn.BatchNorm2d not in kinds
     # The reference keeps the straightforward modules that fvcore counts and exporters trace.
     reference_kinds = {type(m) for m in reference.modules()}
     assert {nn.Conv2d, FrequencyPool, SubSpectralNorm, nn.AdaptiveAvgPool2d} <= reference_kinds
-    assert not reference_kinds & {ChannelsLastConv2d, FastFrequencyPool, FastSubSpectralNorm, NchwBatchNorm2d}
+    assert not reference_kinds & {ChannelsLastConv2d, FastFrequencyPool, FastSubSpectralNorm, SmallChannelBatchNorm2d}
 
 
 def test_nchw_batch_norm_keeps_the_layout_and_the_numbers():
     torch.manual_seed(0)
     x = to_channels_last(torch.randn(4, 12, 10, 21, dtype=torch.float64))
     reference = nn.BatchNorm2d(12).double()
-    fast = NchwBatchNorm2d(12).double()
+    fast = SmallChannelBatchNorm2d(12).double()
     fast.load_state_dict(reference.state_dict())
     y = fast(x)
     assert y.is_contiguous(memory_format=torch.channels_last)
