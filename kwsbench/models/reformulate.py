@@ -142,7 +142,9 @@ class _BandBatchNorm(torch.autograd.Function):
         if bias is None:
             torch.mul(centred, _expand(scale, rows), out=y_grouped)
         else:
-            torch.addcmul(_expand(bias.view(c, bands).t(), rows), centred, _expand(scale, rows), out=y_grouped)
+            torch.addcmul(
+                _expand(bias.view(c, bands).t(), rows), centred, _expand(scale, rows), out=y_grouped
+            )
         ctx.save_for_backward(centred, rstd, scale)
         ctx.mark_non_differentiable(mean, var)
         return y, mean, var
@@ -153,7 +155,9 @@ class _BandBatchNorm(torch.autograd.Function):
         b, bands, rows, c = centred.shape
         n = b * rows
         # The gradient may arrive in either layout; the formulas below need it NHWC like ``centred``.
-        grouped = grad.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).reshape(centred.shape)
+        grouped = (
+            grad.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).reshape(centred.shape)
+        )
         sum_grad = grouped.sum(0).sum(1)
         sum_grad_centred = (grouped * centred).sum(0).sum(1)
         # dx = scale * (dy - mean(dy) - xhat * mean(dy * xhat)), xhat = centred * rstd

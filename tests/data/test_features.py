@@ -9,7 +9,7 @@ import soundfile as sf
 import torch
 import torchaudio
 
-from kwsbench.data.features import CLIPS_PER_CHUNK, MFCC, LogMel, _reflect_pad, make_frontend
+from kwsbench.data.features import CLIPS_PER_CHUNK, MFCC, LogMel, _reflect_pad, dft_split, make_frontend
 from kwsbench.errors import ConfigError
 from kwsbench.models import InputSpec, create_model, list_models, model_info
 from kwsbench.settings import shared_data_dir
@@ -53,6 +53,33 @@ def test_log_mel_error_is_float32_rounding(clips):
     ours = (LogMel()(clips).double() - exact).abs().max().item()
     theirs = (torchaudio_log_mel(clips, **kwargs).double() - exact).abs().max().item()
     assert ours < 4 * theirs
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(),  # BC-ResNet: 512 = 32 x 16, 480 taps
+        dict(center=False),  # TensorFlow frames
+        dict(n_fft=1024, win_length=640, hop_length=320, center=False),  # DS-CNN 40 / 20 ms
+        dict(win_length=400, hop_length=160),  # MatchboxNet 25 ms: window not a whole number of hops
+        dict(n_mels=80, f_min=20.0, f_max=7600.0),  # KWT's filterbank stops below the Nyquist bin
+        dict(n_fft=400, win_length=400, hop_length=160),  # 400 = 20 x 20, window fills the frame
+        dict(n_fft=482, win_length=480, hop_length=160),  # 482 = 241 x 2: a degenerate split
+    ],
+    ids=["bcresnet", "uncentred", "dscnn", "window-not-hops", "kwt", "n_fft-400", "n_fft-482"],
+)
+def test_two_stage_matmul_dft_equals_the_fft(clips, settings):
+    fft = LogMel(dft="fft", **settings)(clips)
+    matmul = LogMel(dft="matmul", **settings)(clips)
+    assert matmul.shape == fft.shape
+    assert (matmul - fft).abs().max().item() < LOG_MEL_ATOL
+
+
+@pytest.mark.parametrize(
+    ("n_fft", "split"), [(512, (32, 16)), (1024, (32, 32)), (400, (20, 20)), (482, (241, 2))]
+)
+def test_dft_split_is_the_most_balanced_factorisation(n_fft, split):
+    assert dft_split(n_fft) == split
 
 
 def test_one_clip_without_batch_matches_its_batched_row(clips):

@@ -82,7 +82,12 @@ def test_rewrites_bcresnet_and_leaves_the_reference_alone():
     # The reference keeps the straightforward modules that fvcore counts and exporters trace.
     reference_kinds = {type(m) for m in reference.modules()}
     assert {nn.Conv2d, FrequencyPool, SubSpectralNorm, nn.AdaptiveAvgPool2d} <= reference_kinds
-    assert not reference_kinds & {ChannelsLastConv2d, FastFrequencyPool, FastSubSpectralNorm, SmallChannelBatchNorm2d}
+    assert not reference_kinds & {
+        ChannelsLastConv2d,
+        FastFrequencyPool,
+        FastSubSpectralNorm,
+        SmallChannelBatchNorm2d,
+    }
 
 
 def test_nchw_batch_norm_keeps_the_layout_and_the_numbers():
