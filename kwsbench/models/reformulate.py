@@ -110,7 +110,7 @@ class ChannelsLastConv2d(nn.Conv2d):
 
 
 class _BandBatchNorm(torch.autograd.Function):
-    """Training-mode batch norm of an NHWC map with statistics per (frequency band, channel), in place of layout.
+    """Training-mode batch norm of an NHWC map with statistics per (frequency band, channel), layout unchanged.
 
     ``x`` ``(B, C, F, T)`` in NHWC memory is the contiguous array ``(B, S, F / S * T, C)``: per-(band,
     channel) sums are an outer-dimension sum (vectorised across all of a row) followed by a small one, and

@@ -90,16 +90,44 @@ def test_rewrites_bcresnet_and_leaves_the_reference_alone():
     }
 
 
-def test_nchw_batch_norm_keeps_the_layout_and_the_numbers():
+def _norm_step(norm: nn.Module, x: torch.Tensor, grad: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Two training steps (running statistics move twice), then one eval forward; output and gradients."""
+    x = x.clone().requires_grad_()
+    for _ in range(2):
+        y = norm.train()(x)
+    y.backward(grad)
+    params = [p.grad for p in norm.parameters()]
+    return (y, x.grad, *params, *norm.buffers(), norm.eval()(x))
+
+
+@pytest.mark.parametrize(
+    ("reference", "fast_class"),
+    [
+        (lambda: nn.BatchNorm2d(12), SmallChannelBatchNorm2d),
+        (lambda: nn.BatchNorm2d(20, affine=False, momentum=None), SmallChannelBatchNorm2d),  # cumulative
+        (lambda: SubSpectralNorm(8, 5), FastSubSpectralNorm),
+        (lambda: SubSpectralNorm(16, 2), FastSubSpectralNorm),
+    ],
+    ids=["bn12", "bn20-plain-cumulative", "ssn8x5", "ssn16x2"],
+)
+def test_nhwc_norms_match_the_reference_forward_backward_and_statistics(reference, fast_class):
     torch.manual_seed(0)
-    x = to_channels_last(torch.randn(4, 12, 10, 21, dtype=torch.float64))
-    reference = nn.BatchNorm2d(12).double()
-    fast = SmallChannelBatchNorm2d(12).double()
-    fast.load_state_dict(reference.state_dict())
-    y = fast(x)
-    assert y.is_contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(y, reference(x), rtol=0, atol=1e-12)
-    torch.testing.assert_close(fast.running_var, reference.running_var, rtol=0, atol=1e-12)
+    ref = reference().double()
+    for p in ref.parameters():
+        torch.nn.init.uniform_(p, 0.5, 1.5)
+    fast = copy.deepcopy(ref)
+    fast.__class__ = fast_class
+    channels = next(m for m in ref.modules() if isinstance(m, nn.BatchNorm2d)).num_features
+    channels //= getattr(ref, "num_subbands", 1)
+    x = to_channels_last(torch.randn(4, channels, 10, 21, dtype=torch.float64) * 3 + 1)
+    grad = to_channels_last(torch.randn(4, channels, 10, 21, dtype=torch.float64))
+    expected = _norm_step(ref, x, grad)
+    got = _norm_step(fast, x, grad)
+    assert got[0].is_contiguous(memory_format=torch.channels_last)
+    assert got[1].is_contiguous(memory_format=torch.channels_last)
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
 
 
 def test_shares_parameters_and_buffers():
