@@ -10,9 +10,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from kwsbench.models import create_model, list_models, model_info
-from kwsbench.models.layers import FrequencyPool, SubSpectralNorm
+from kwsbench.models.layers import Conv2dSame, FrequencyPool, SubSpectralNorm
 from kwsbench.models.reformulate import (
     ChannelsLastConv2d,
+    ChannelsLastConv2dSame,
     FastFrequencyPool,
     FastSubSpectralNorm,
     SmallChannelBatchNorm2d,
@@ -59,7 +60,9 @@ def test_same_loss_gradients_statistics_and_keys(name):
         torch.testing.assert_close(fast(x), reference(x), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["bcresnet_1", "resnet2d_w1_ssn", "table2_freq_maxpool"])
+@pytest.mark.parametrize(
+    "name", ["bcresnet_1", "resnet2d_w1_ssn", "table2_freq_maxpool", "dscnn_s", "res8_narrow"]
+)
 def test_float32_loss_and_eval_outputs(name):
     # The float32 kernels the fast path is for (oneDNN NHWC convolutions); loss and outputs are continuous
     # in the rounding, unlike the gradients (see the float64 test).
@@ -84,6 +87,7 @@ def test_rewrites_bcresnet_and_leaves_the_reference_alone():
     assert {nn.Conv2d, FrequencyPool, SubSpectralNorm, nn.AdaptiveAvgPool2d} <= reference_kinds
     assert not reference_kinds & {
         ChannelsLastConv2d,
+        ChannelsLastConv2dSame,
         FastFrequencyPool,
         FastSubSpectralNorm,
         SmallChannelBatchNorm2d,
@@ -143,6 +147,13 @@ def test_shares_parameters_and_buffers():
     # An optimiser over the fast model trains the reference's tensors, running statistics included.
     assert not torch.equal(reference.head[0].weight, weight)
     assert not torch.equal(reference.head[1].running_mean, before)
+
+
+@pytest.mark.parametrize("name", ["dscnn_s", "res8_narrow"])
+def test_baselines_with_2d_convolutions_compute_them_channels_last(name):
+    kinds = {type(m) for m in for_training(create_model(name)).modules()}
+    assert not kinds & {nn.Conv2d, Conv2dSame}
+    assert kinds & {ChannelsLastConv2d, ChannelsLastConv2dSame}
 
 
 def test_maps_stay_channels_last_through_the_blocks():
