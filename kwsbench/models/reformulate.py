@@ -14,7 +14,7 @@ Rewrites (each measured on BC-ResNet-1, batch 100, to be faster; see benchmarks/
   ``Conv2dSame`` runs on channels-last (NHWC) tensors. oneDNN's depthwise and 1x1 kernels are 2-4x faster
   in NHWC than in NCHW, which it otherwise reorders to a blocked format on every call, forward and
   backward; BatchNorm, ReLU, SiLU, adds, means and Dropout2d keep the NHWC layout of their input, so the
-  whole network stays NHWC. Besides BC-ResNet and its ablations this covers DS-CNN (measured 1.1-1.5x
+  whole network stays NHWC. Besides BC-ResNet and its ablations this covers DS-CNN (measured 1.3-1.6x
   per training step, S to L) and Res8/Res15 (1.2-1.3x); TC-ResNet's (1 x T) maps measured no gain, and
   MatchboxNet (1-D convolutions) and KWT (attention) have no 2-D convolution to move.
 - ``SubSpectralNorm`` -> in training, per-(band, channel) statistics computed on the NHWC array itself
@@ -250,7 +250,7 @@ class FastBCResBlock(BCResBlock):
 
 
 class SmallChannelBatchNorm2d(nn.BatchNorm2d):
-    """``nn.BatchNorm2d`` for NHWC maps whose channel count is not a multiple of 16.
+    """``nn.BatchNorm2d`` for NHWC maps with few channels, not a multiple of 16 (``_band_norm_pays``).
 
     PyTorch's NHWC batch-norm kernels vectorise across channels: with 8, 12 or 20 channels (BC-ResNet-1's
     stages) forward + backward measured 3-6x slower than NCHW (batch 100, 2 threads). In training it is
@@ -259,12 +259,22 @@ class SmallChannelBatchNorm2d(nn.BatchNorm2d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (_is_nhwc(x) and x.shape[1] % 16):
+        if not (_is_nhwc(x) and _band_norm_pays(x.shape[1])):
             return super().forward(x)
         if _uses_batch_statistics(self):
             return band_batch_norm(self, x, 1)
         y = super().forward(relayout(x, torch.contiguous_format))
         return relayout(y, torch.channels_last)
+
+
+def _band_norm_pays(channels: int) -> bool:
+    """Whether ``_BandBatchNorm`` beats PyTorch's NHWC batch norm for this many channels.
+
+    Measured forward + backward at batch 100, 2 threads, on BC-ResNet and DS-CNN map sizes: faster for
+    12-100 channels that are not a multiple of 16 (1.2-4x), slower from 120 on (120, 172 and 276 channels:
+    0.5-0.8x) and for multiples of 16, whose NHWC kernel has no remainder loop.
+    """
+    return channels % 16 != 0 and channels < 112
 
 
 def _share(module: nn.Module, cls: type[nn.Module] | None = None) -> nn.Module:
