@@ -119,7 +119,7 @@ def log_mel_matmul(
     center: bool = True,
     eps: float = 1e-6,
 ) -> Tensor:
-    """The same log-mel as :func:`log_mel` with the DFT as two matrix products: exports to any ONNX opset.
+    """The same log-mel as :func:`log_mel`, its DFT as two matrix products: exports to any ONNX opset.
 
     A Cooley-Tukey split of the ``n_fft``-point DFT into ``N1 x N2`` (:func:`dft_split`), written as three
     large matmuls so that ONNX runtimes need no DFT op (ONNX Runtime's is 3x slower than a direct matmul
@@ -152,9 +152,9 @@ def log_mel_matmul(
     hops = waveform[:, :needed].reshape(batch, -1, hop_length).transpose(1, 2)  # (B, hop, pieces)
     columns = torch.cat([hops[:, :, j : j + frames] for j in range(pieces)], dim=1)[:, :taps]
     columns = columns * frame_window.unsqueeze(1)  # (B, taps, frames)
-    n1_count, two_n1 = dft_stage1.shape[1], dft_stage1.shape[0]
-    stage1 = torch.matmul(dft_stage1, columns.reshape(batch, n1_count, -1))  # (B, 2 * N1, N2 * frames)
-    stage1 = stage1.reshape(batch, two_n1 // 2, -1, frames)  # (B, N1, 2 * N2, frames): [re, im] per k1
+    n1_values, n1 = dft_stage1.shape[1], dft_stage1.shape[0] // 2  # n1 ranges over taps / N2 of N1 values
+    stage1 = torch.matmul(dft_stage1, columns.reshape(batch, n1_values, -1))  # (B, 2 * N1, N2 * frames)
+    stage1 = stage1.reshape(batch, n1, -1, frames)  # (B, N1, 2 * N2, frames): [re, im] per k1
     power = torch.matmul(dft_stage2, stage1).square()  # (B, N1, 2 * K2, frames)
     mel = torch.matmul(filterbank_stage2, power.reshape(batch, -1, frames))
     return torch.log(mel + eps)
@@ -348,43 +348,18 @@ class MFCC(nn.Module):
 
     Equals ``torchaudio.transforms.MFCC(n_mfcc, dct_type=2, norm="ortho", log_mels=True, melkwargs=...)``
     with the same mel settings: torchaudio's ``log_mels=True`` takes ``log(mel + 1e-6)`` (its default
-    ``log_mels=False`` uses a clamped dB scale instead, which no KWS baseline here uses). The keyword
-    arguments other than ``n_mfcc`` are :class:`LogMel`'s.
+    ``log_mels=False`` uses a clamped dB scale instead, which no KWS baseline here uses). Every keyword
+    argument other than ``n_mfcc`` goes to :class:`LogMel` (``n_mels``, window, hop, ``dft``, ...).
     """
 
-    def __init__(
-        self,
-        sample_rate: int = 16000,
-        n_mfcc: int = 40,
-        n_fft: int = 512,
-        win_length: int = 480,
-        hop_length: int = 160,
-        n_mels: int = 40,
-        f_min: float = 0.0,
-        f_max: float | None = None,
-        eps: float = 1e-6,
-        *,
-        center: bool = True,
-        num_samples: int | None = None,
-        dft: str = "auto",
-    ):
+    def __init__(self, n_mfcc: int = 40, **log_mel_options):
         super().__init__()
+        # The mel settings are LogMel's own keywords, passed through: one signature to keep in step.
+        self.log_mel = LogMel(**log_mel_options)
+        n_mels = self.log_mel.n_mels
         if not 0 < n_mfcc <= n_mels:
             raise ConfigError(f"n_mfcc={n_mfcc} must be in 1..n_mels={n_mels}; raise n_mels or lower n_mfcc")
         self.n_mfcc = n_mfcc
-        self.log_mel = LogMel(
-            sample_rate,
-            n_fft,
-            win_length,
-            hop_length,
-            n_mels,
-            f_min,
-            f_max,
-            eps,
-            center=center,
-            num_samples=num_samples,
-            dft=dft,
-        )
         self.register_buffer("dct", dct_matrix(n_mfcc, n_mels), persistent=False)
 
     def output_frames(self, num_samples: int) -> int:

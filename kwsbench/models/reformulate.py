@@ -208,6 +208,11 @@ def _uses_batch_statistics(bn: nn.BatchNorm2d) -> bool:
     return bn.training or bn.running_mean is None
 
 
+def _through_nchw(forward, x: torch.Tensor) -> torch.Tensor:
+    """``forward`` (a norm with running statistics) on an NCHW copy of NHWC ``x``; the result back in NHWC."""
+    return relayout(forward(relayout(x, torch.contiguous_format)), torch.channels_last)
+
+
 def _is_nhwc(x: torch.Tensor) -> bool:
     return x.dim() == 4 and x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last)
 
@@ -229,8 +234,7 @@ class FastSubSpectralNorm(SubSpectralNorm):
         )
         if _uses_batch_statistics(self.bn):
             return band_batch_norm(self.bn, x, self.num_subbands)
-        y = super().forward(relayout(x, torch.contiguous_format))
-        return relayout(y, torch.channels_last)
+        return _through_nchw(super().forward, x)
 
 
 class FastBCResBlock(BCResBlock):
@@ -263,8 +267,7 @@ class SmallChannelBatchNorm2d(nn.BatchNorm2d):
             return super().forward(x)
         if _uses_batch_statistics(self):
             return band_batch_norm(self, x, 1)
-        y = super().forward(relayout(x, torch.contiguous_format))
-        return relayout(y, torch.channels_last)
+        return _through_nchw(super().forward, x)
 
 
 def _band_norm_pays(channels: int) -> bool:
