@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kwsbench.errors import ConfigError
-from kwsbench.models.registry import InputSpec
+from kwsbench.specs import InputSpec
 
 DFT_MODES = ("auto", "fft", "matmul")
 CLIPS_PER_CHUNK = 16  # log-mel works through large batches this many clips at a time (see log_mel)

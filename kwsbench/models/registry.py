@@ -18,25 +18,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from kwsbench.errors import ModelError
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """The features a model expects: ``kind`` is ``"logmel"`` or ``"mfcc"``; shape ``(B, 1, n_features, frames)``."""
-
-    kind: str
-    n_features: int
-    frames: int
-    window_ms: float = 30.0
-    hop_ms: float = 10.0
-    note: str = ""
-    # Mel filterbank of the frontend; None: as many mel bins as features (log-mel) or max(40, n) (MFCC).
-    n_mels: int | None = None
-    f_min: float = 0.0
-    f_max: float | None = None
-
-    def shape(self, batch: int = 1) -> tuple[int, int, int, int]:
-        return (batch, 1, self.n_features, self.frames)
+from kwsbench.specs import InputSpec  # noqa: F401  (re-exported: families declare their input with it)
 
 
 @dataclass(frozen=True)
