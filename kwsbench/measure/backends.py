@@ -33,15 +33,14 @@ import torch
 from torch import nn
 
 from kwsbench.errors import BackendError, ConfigError
+from kwsbench.measure.backend_names import BACKENDS, EXACT_BACKENDS  # noqa: F401  (re-exported)
 from kwsbench.measure.latency import measure_latency, torch_threads
 from kwsbench.measure.protocol import Protocol
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("eager", "compile", "onnxruntime", "openvino", "openvino-bf16", "optimized")
 # Largest |output - eager output| a float32 backend may show; bf16 outputs are reported, not held to it.
 PARITY_ATOL = 1e-3
-EXACT_BACKENDS = frozenset({"eager", "compile", "onnxruntime", "openvino", "optimized"})
 # The short timing each `optimized` candidate runtime gets before the fastest is chosen.
 _SELECTION_PROTOCOL = Protocol(warmup=10, iterations=30, min_time_s=0.05, max_iterations=200)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from kwsbench.errors import ConfigError, KwsbenchError, ModelError
+from kwsbench.errors import ConfigError, KwsbenchError
 from kwsbench.measure.backends import (
     EXACT_BACKENDS,
     PARITY_ATOL,
@@ -29,51 +29,30 @@ from kwsbench.measure.backends import (
 from kwsbench.measure.latency import measure_latency, torch_threads
 from kwsbench.measure.protocol import Protocol
 from kwsbench.measure.provenance import collect_provenance
-from kwsbench.models import create_model, list_models, model_info
+from kwsbench.models import create_model, model_info
+from kwsbench.models.registry import resolve_models
+from kwsbench.results.schema import LatencyRecord, TrainSpeedRecord
 
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 
 
-@dataclass
-class BenchRecord:
-    """One (model, backend) latency figure; timings are ``None`` when ``status`` is not ``"ok"``."""
-
-    name: str
-    backend: str
-    threads: int
-    batch: int
-    timed: str
-    median_ms: float | None = None
-    p90_ms: float | None = None
-    iqr_ms: float | None = None
-    mean_ms: float | None = None
-    min_ms: float | None = None
-    n: int = 0
-    max_abs_diff: float | None = None
-    ratio_to_eager: float | None = None
-    status: str = "ok"
-    note: str = ""
+# The records bench produces are the torch-free schema's; the old name stays for callers.
+BenchRecord = LatencyRecord
 
 
 @dataclass
 class BenchReport:
-    """Records of one bench run, the protocol they share and where they were measured."""
+    """Records of one latency run, the protocol they share and where they were measured."""
 
     protocol: Protocol
     provenance: dict
-    records: list[BenchRecord] = field(default_factory=list)
-    train_records: list[dict] = field(default_factory=list)
+    records: list[LatencyRecord] = field(default_factory=list)
 
     def to_records(self) -> list[dict]:
         """JSON-ready rows; each carries the protocol and provenance it was taken under."""
-        if self.train_records:
-            return [dict(r, provenance=self.provenance) for r in self.train_records]
-        return [
-            dict(asdict(r), protocol=self.protocol.to_dict(), provenance=self.provenance)
-            for r in self.records
-        ]
+        return [r.to_dict() for r in self.records]
 
 
 def seeded_input(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
@@ -120,7 +99,7 @@ def _run_pair(
     workdir: Path,
     onnx_path: Path | None,
 ) -> BenchRecord:
-    record = BenchRecord(name, backend, protocol.threads, protocol.batch, protocol.timed)
+    record = _record(name, backend, protocol)
     try:
         prepared = prepare_backend(
             backend, model, x, threads=protocol.threads, workdir=workdir, onnx_path=onnx_path, label=name
@@ -139,15 +118,19 @@ def _run_pair(
     return record
 
 
-def _validate(pattern: str, threads: int, batch: int) -> list[str]:
-    if threads < 1:
-        raise ConfigError(f"--threads must be at least 1, got {threads}")
-    if batch < 1:
-        raise ConfigError(f"--batch must be at least 1, got {batch}")
-    names = list_models(pattern)
-    if not names:
-        raise ModelError(f"no registered model matches {pattern!r}; see `kwsbench models`")
-    return names
+def _record(name: str, backend: str, protocol: Protocol, **fields) -> LatencyRecord:
+    return LatencyRecord(
+        name, backend, protocol.threads, protocol.batch, protocol.timed, protocol=protocol.to_dict(), **fields
+    )
+
+
+def _validate(pattern: str, **counts: int | None) -> list[str]:
+    """The models matching ``pattern``; each count must be at least 1 (``warmup``: at least 0)."""
+    for label, value in counts.items():
+        least = 0 if label == "warmup" else 1
+        if value is not None and value < least:
+            raise ConfigError(f"--{label} must be at least {least}, got {value}")
+    return resolve_models(pattern)
 
 
 def run_bench(
@@ -156,12 +139,11 @@ def run_bench(
     threads: int = 1,
     batch: int = 1,
     frontend: bool = False,
-    train: bool = False,
     iterations: int | None = None,
     warmup: int | None = None,
 ) -> BenchReport:
-    """Time every model matching ``pattern`` on every backend (or training throughput with ``train``)."""
-    names = _validate(pattern, threads, batch)
+    """Time every model matching ``pattern`` on every backend under the latency protocol."""
+    names = _validate(pattern, threads=threads, batch=batch, iterations=iterations, warmup=warmup)
     defaults = Protocol()
     protocol = Protocol(
         warmup=defaults.warmup if warmup is None else warmup,
@@ -170,18 +152,8 @@ def run_bench(
         threads=threads,
         batch=batch,
     )
-    report = BenchReport(protocol=protocol, provenance=collect_provenance(threads))
-    if train:
-        from kwsbench.measure.train_speed import compare_training_throughput
-
-        for name in tqdm(names, desc="train speed", unit="model", leave=False):
-            # Both formulations in one run, steps alternating, so a noisy machine slows both alike.
-            both = compare_training_throughput(name, batch=batch, threads=threads)
-            for formulation in ("eager", "fast"):
-                record = dict(both[formulation], backend=formulation, speedup_vs_eager=both["speedup"])
-                report.train_records.append(record)
-        return report
     backends = check_backends(list(backends))
+    report = BenchReport(protocol=protocol, provenance=collect_provenance(threads))
     bar = tqdm(total=len(names) * len(backends), desc="bench", unit="pair", leave=False)
     with tempfile.TemporaryDirectory(prefix="kwsbench-bench-") as tmp:
         for name in names:
@@ -193,9 +165,7 @@ def run_bench(
                 raise
             except Exception as err:  # noqa: BLE001 - a model that cannot even run eagerly is recorded
                 for backend in backends:
-                    report.records.append(
-                        BenchRecord(name, backend, threads, batch, protocol.timed, status=_one_line(err))
-                    )
+                    report.records.append(_record(name, backend, protocol, status=_one_line(err)))
                 bar.update(len(backends))
                 continue
             workdir = Path(tmp) / name
@@ -209,7 +179,42 @@ def run_bench(
                 bar.update()
     bar.close()
     _fill_ratios(report.records)
+    for record in report.records:
+        record.provenance = report.provenance
     return report
+
+
+def run_train_bench(
+    pattern: str = "bcresnet_1",
+    threads: int | None = None,
+    batch: int | None = None,
+    steps: int | None = None,
+    warmup: int | None = None,
+) -> list[TrainSpeedRecord]:
+    """Training throughput of both formulations of every model matching ``pattern``, side by side.
+
+    ``None`` takes the training-speed protocol's default (``TRAIN_DEFAULTS``), the same for the API and the CLI.
+    """
+    from kwsbench.measure.train_speed import TRAIN_DEFAULTS, compare_training_throughput
+
+    settings = {
+        "threads": TRAIN_DEFAULTS["threads"] if threads is None else threads,
+        "batch": TRAIN_DEFAULTS["batch"] if batch is None else batch,
+        "steps": TRAIN_DEFAULTS["steps"] if steps is None else steps,
+        "warmup": TRAIN_DEFAULTS["warmup"] if warmup is None else warmup,
+    }
+    names = _validate(pattern, **settings)
+    provenance = collect_provenance(settings["threads"])
+    records: list[TrainSpeedRecord] = []
+    for name in tqdm(names, desc="train speed", unit="model", leave=False):
+        # Both formulations in one run, steps alternating, so a noisy machine slows both alike.
+        both = compare_training_throughput(name, **settings)
+        for formulation in ("eager", "fast"):
+            record = both[formulation]
+            record.speedup_vs_eager = both["speedup"]
+            record.provenance = provenance
+            records.append(record)
+    return records
 
 
 def _shared_export(
@@ -235,30 +240,39 @@ def _fmt(v: float | None, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
 
-def format_bench(report: BenchReport) -> str:
-    """A provenance header and one row per model x backend (or per model for training throughput)."""
-    p = report.provenance
+def _provenance_lines(p: dict, batch: int) -> list[str]:
     versions = ", ".join(f"{k} {v}" for k, v in p["versions"].items() if v)
-    lines = [
+    return [
         f"CPU: {p['cpu']} ({p['logical_cpus']} logical; flags: {' '.join(p['cpu_flags']) or 'none'})",
-        f"threads: {p['threads']}; batch: {report.protocol.batch}; {versions}",
+        f"threads: {p['threads']}; batch: {batch}; {versions}",
     ]
-    if report.train_records:
-        first = report.train_records[0]
-        lines.append(f"protocol {first['protocol_version']}: {first['protocol']}")
-        width = max(len(r["name"]) for r in report.train_records)
-        header = (
-            f"{'model':<{width}}  {'formulation':<11}  {'batch':>5}  {'samples/s':>9}  {'step ms':>8}  "
-            f"{'p90 ms':>8}  {'x eager':>7}"
+
+
+def format_train_bench(records: list[TrainSpeedRecord]) -> str:
+    """A provenance header and one row per model x formulation."""
+    first = records[0]
+    lines = _provenance_lines(first.provenance, first.batch)
+    lines.append(
+        f"protocol {first.protocol_version}: {first.protocol}; {first.warmup} warm-up, {first.steps} timed steps"
+    )
+    width = max(len(r.name) for r in records)
+    header = (
+        f"{'model':<{width}}  {'formulation':<11}  {'batch':>5}  {'samples/s':>9}  {'step ms':>8}  "
+        f"{'p90 ms':>8}  {'x eager':>7}"
+    )
+    lines += [header, "-" * len(header)]
+    for r in records:
+        lines.append(
+            f"{r.name:<{width}}  {r.formulation:<11}  {r.batch:>5}  {r.samples_per_s:>9.1f}  "
+            f"{r.step_ms_median:>8.1f}  {r.step_ms_p90:>8.1f}  "
+            f"{1.0 if r.formulation == 'eager' else r.speedup_vs_eager:>7.3f}"
         )
-        lines += [header, "-" * len(header)]
-        for r in report.train_records:
-            lines.append(
-                f"{r['name']:<{width}}  {r['backend']:<11}  {r['batch']:>5}  {r['samples_per_s']:>9.1f}  "
-                f"{r['step_ms_median']:>8.1f}  {r['step_ms_p90']:>8.1f}  "
-                f"{1.0 if r['backend'] == 'eager' else r['speedup_vs_eager']:>7.3f}"
-            )
-        return "\n".join(lines)
+    return "\n".join(lines)
+
+
+def format_bench(report: BenchReport) -> str:
+    """A provenance header and one row per model x backend."""
+    lines = _provenance_lines(report.provenance, report.protocol.batch)
     pr = report.protocol
     lines.append(
         f"protocol {pr.version}: timed {pr.timed}, warm-up {pr.warmup}, >= {pr.iterations} calls "

@@ -1,6 +1,6 @@
 """`kwsbench models`: each registered model's measured counts beside its paper's declared figures.
 
-Rows are plain dicts (JSON-ready) so reports can read them without importing torch.
+Rows are torch-free ``CountsRecord``s, so reports can read them without importing torch.
 """
 
 from __future__ import annotations
@@ -11,16 +11,17 @@ import sys
 import torch
 from tqdm import tqdm
 
-from kwsbench.errors import ModelError
 from kwsbench.measure.counts import count_macs, count_params
-from kwsbench.models import create_model, list_models, model_info
+from kwsbench.models import create_model, model_info
+from kwsbench.models.registry import resolve_models
+from kwsbench.results.schema import CountsRecord
 
 
 def _ratio(measured: int | None, declared: int | None) -> float | None:
     return None if not measured or not declared else round(measured / declared, 4)
 
 
-def describe_model(name: str, num_classes: int = 12) -> dict:
+def describe_model(name: str, num_classes: int = 12) -> CountsRecord:
     """Measured params and MACs (fvcore, eval mode, declared input, batch 1) beside the declared figures."""
     info = model_info(name)
     model = create_model(name, num_classes=num_classes)
@@ -31,7 +32,7 @@ def describe_model(name: str, num_classes: int = 12) -> dict:
     reference = dataclasses.asdict(info.reference)
     at_paper_head = num_classes == 12  # declared and reference figures are for 12-class heads
     params_vs_declared = _ratio(params, info.declared.params) if at_paper_head else None
-    return {
+    return CountsRecord(**{
         "name": name,
         "family": info.family,
         "description": info.description,
@@ -64,14 +65,12 @@ def describe_model(name: str, num_classes: int = 12) -> dict:
             "macs_total_vs_declared": _ratio(macs.total, info.declared.macs) if at_paper_head else None,
             "macs_conv_vs_declared": _ratio(macs.conv, info.declared.macs) if at_paper_head else None,
         },
-    }
+    })  # fmt: skip
 
 
-def describe_models(pattern: str = "*", num_classes: int = 12) -> list[dict]:
+def describe_models(pattern: str = "*", num_classes: int = 12) -> list[CountsRecord]:
     """``describe_model`` for every registered name matching ``pattern`` (a progress bar on stderr)."""
-    names = list_models(pattern)
-    if not names:
-        raise ModelError(f"no registered model matches {pattern!r}; see `kwsbench models` for the list")
+    names = resolve_models(pattern)
     rows = []
     for name in tqdm(
         names, desc="counting", unit="model", file=sys.stderr, disable=len(names) < 4, leave=False
@@ -92,7 +91,7 @@ def _pct(r: float | None) -> str:
     return "-" if r is None else f"{(r - 1) * 100:+.1f}%"
 
 
-def format_models_table(rows: list[dict]) -> str:
+def format_models_table(records: list[CountsRecord]) -> str:
     """A fixed-width table: measured params and MACs, the paper's figures as stated, and the differences."""
     header = (
         "name",
@@ -108,7 +107,7 @@ def format_models_table(rows: list[dict]) -> str:
         "paper acc v1/v2",
     )
     table = [header]
-    for r in rows:
+    for r in (record.to_dict() for record in records):
         d = r["declared"]
         acc = {a["dataset"]: a["top1"] for a in d["accuracy"]}
         table.append(

@@ -25,8 +25,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from kwsbench.errors import ConfigError
+
 PROTOCOL_VERSION = "kwsbench-latency/1"
 TIMED_KINDS = ("model", "frontend+model")
+# The training-speed protocol's defaults (kwsbench.measure.train_speed states that protocol), shared by the
+# Python API and `kwsbench bench --train`: the paper's batch 100 on both cores of the reference machine.
+TRAIN_DEFAULTS = {"batch": 100, "threads": 2, "steps": 20, "warmup": 3}
 
 
 @dataclass(frozen=True)
@@ -45,9 +50,11 @@ class Protocol:
 
     def __post_init__(self) -> None:
         if self.timed not in TIMED_KINDS:
-            raise ValueError(f"timed must be one of {TIMED_KINDS}, got {self.timed!r}")
-        if self.warmup < 0 or self.iterations < 1 or self.threads < 1 or self.batch < 1:
-            raise ValueError(f"invalid protocol {self}")
+            raise ConfigError(f"timed must be one of {', '.join(TIMED_KINDS)}, got {self.timed!r}")
+        for name in ("warmup", "iterations", "threads", "batch", "max_iterations"):
+            least = 0 if name == "warmup" else 1
+            if getattr(self, name) < least:
+                raise ConfigError(f"{name} must be at least {least}, got {getattr(self, name)}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -27,8 +27,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from kwsbench.errors import ConfigError
+from kwsbench.measure.protocol import TRAIN_DEFAULTS
 from kwsbench.models import create_model, model_info
 from kwsbench.models.reformulate import for_training
+from kwsbench.results.schema import TrainSpeedRecord
 
 PROTOCOL_VERSION = "kwsbench-train-speed/1"
 PROTOCOL = (
@@ -67,22 +69,24 @@ def training_inputs(name: str, batch: int, seed: int) -> tuple[torch.Tensor, tor
     return x, y
 
 
-def _record(name: str, batch: int, threads: int, fast: bool, times_ns: list[int]) -> dict:
+def _record(
+    name: str, batch: int, threads: int, fast: bool, times_ns: list[int], warmup: int
+) -> TrainSpeedRecord:
     ms = np.asarray(times_ns, dtype=np.float64) / 1e6
     median = float(np.median(ms))
-    return {
-        "name": name,
-        "batch": batch,
-        "threads": threads,
-        "fast": fast,
-        "formulation": "fast" if fast else "eager",
-        "samples_per_s": round(batch / (median / 1e3), 1),
-        "step_ms_median": round(median, 3),
-        "step_ms_p90": round(float(np.percentile(ms, 90)), 3),
-        "steps": len(times_ns),
-        "protocol": PROTOCOL,
-        "protocol_version": PROTOCOL_VERSION,
-    }
+    return TrainSpeedRecord(
+        name=name,
+        formulation="fast" if fast else "eager",
+        batch=batch,
+        threads=threads,
+        samples_per_s=round(batch / (median / 1e3), 1),
+        step_ms_median=round(median, 3),
+        step_ms_p90=round(float(np.percentile(ms, 90)), 3),
+        steps=len(times_ns),
+        warmup=warmup,
+        protocol=PROTOCOL,
+        protocol_version=PROTOCOL_VERSION,
+    )
 
 
 def _time_steps(
@@ -115,25 +119,30 @@ def _time_steps(
 def measure_training_throughput(
     name: str,
     *,
-    batch: int = 100,
-    threads: int = 2,
-    steps: int = 20,
-    warmup: int = 3,
+    batch: int = TRAIN_DEFAULTS["batch"],
+    threads: int = TRAIN_DEFAULTS["threads"],
+    steps: int = TRAIN_DEFAULTS["steps"],
+    warmup: int = TRAIN_DEFAULTS["warmup"],
     fast: bool = True,
     seed: int = 0,
-) -> dict:
+) -> TrainSpeedRecord:
     """Training steps per second of one formulation of model ``name`` (protocol in the module docstring).
 
-    Returns ``{name, batch, threads, fast, formulation, samples_per_s, step_ms_median, step_ms_p90, steps,
-    protocol, protocol_version}``.
+    Returns a ``TrainSpeedRecord`` (``samples_per_s = batch / median step time``).
     """
     _check(batch, threads, steps, warmup)
     times = _time_steps(name, (fast,), batch, threads, steps, warmup, seed)
-    return _record(name, batch, threads, fast, times[fast])
+    return _record(name, batch, threads, fast, times[fast], warmup)
 
 
 def compare_training_throughput(
-    name: str, *, batch: int = 100, threads: int = 2, steps: int = 20, warmup: int = 3, seed: int = 0
+    name: str,
+    *,
+    batch: int = TRAIN_DEFAULTS["batch"],
+    threads: int = TRAIN_DEFAULTS["threads"],
+    steps: int = TRAIN_DEFAULTS["steps"],
+    warmup: int = TRAIN_DEFAULTS["warmup"],
+    seed: int = 0,
 ) -> dict:
     """Eager and fast formulations of ``name`` measured in one run, steps alternating.
 
@@ -141,6 +150,6 @@ def compare_training_throughput(
     """
     _check(batch, threads, steps, warmup)
     times = _time_steps(name, (False, True), batch, threads, steps, warmup, seed)
-    eager = _record(name, batch, threads, False, times[False])
-    fast = _record(name, batch, threads, True, times[True])
-    return {"eager": eager, "fast": fast, "speedup": round(fast["samples_per_s"] / eager["samples_per_s"], 3)}
+    eager = _record(name, batch, threads, False, times[False], warmup)
+    fast = _record(name, batch, threads, True, times[True], warmup)
+    return {"eager": eager, "fast": fast, "speedup": round(fast.samples_per_s / eager.samples_per_s, 3)}

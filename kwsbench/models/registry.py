@@ -11,6 +11,8 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import inspect
+import math
+import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -82,20 +84,54 @@ class ModelInfo:
 
     def options(self) -> list[str]:
         """The keyword overrides the constructor accepts (besides ``num_classes``)."""
-        assert self.constructor is not None
-        names = _keyword_options(self.constructor)
+        return list(self.option_types())
+
+    def option_types(self) -> dict[str, object]:
+        """Each keyword override with its annotated type (``object`` where none is annotated)."""
+        if self.constructor is None:
+            raise ModelError(f"model {self.name!r} has no constructor registered")
+        found = _keyword_options(self.constructor)
         params = inspect.signature(self.constructor).parameters
         if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
             # A constructor that forwards **options: the model class in its return annotation lists them.
             cls = typing.get_type_hints(self.constructor).get("return")
             if isinstance(cls, type):
-                names += [n for n in _keyword_options(cls.__init__) if n not in names]
-        return names
+                for name, hint in _keyword_options(cls.__init__).items():
+                    found.setdefault(name, hint)
+        return found
 
 
-def _keyword_options(fn: Callable) -> list[str]:
+def _keyword_options(fn: Callable) -> dict[str, object]:
     params = inspect.signature(fn).parameters
-    return [p for p in params if p != "num_classes" and params[p].kind is inspect.Parameter.KEYWORD_ONLY]
+    hints = typing.get_type_hints(fn)
+    return {
+        p: hints.get(p, object)
+        for p in params
+        if p != "num_classes" and params[p].kind is inspect.Parameter.KEYWORD_ONLY
+    }
+
+
+def _fits(value: object, hint: object) -> bool:
+    """Whether an override value has the annotated type (a float must be finite; a bool is not a number)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arm) for arm in typing.get_args(hint))
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    base = origin or hint
+    return isinstance(value, base) if isinstance(base, type) and base is not object else True
+
+
+def _type_name(hint: object) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
 @dataclass
@@ -173,7 +209,25 @@ def create_model(name: str, num_classes: int = 12, **overrides) -> nn.Module:
         raise ModelError(
             f"model {name!r} has no option {', '.join(map(repr, bad))}; its options are: {', '.join(allowed)}"
         )
-    if num_classes < 1:
-        raise ModelError(f"num_classes must be at least 1, got {num_classes}")
-    assert info.constructor is not None
+    if not _fits(num_classes, int) or num_classes < 1:
+        raise ModelError(f"num_classes must be a whole number of at least 1, got {num_classes!r}")
+    # Checked here, before any allocation: a string width ('2') would otherwise build a model with
+    # int(8 * '2') = 22,222,222 channels and fail only after gigabytes.
+    expected = info.option_types()
+    for option, value in overrides.items():
+        if not _fits(value, expected[option]):
+            raise ModelError(
+                f"model {name!r} option {option}={value!r}: expected {_type_name(expected[option])}"
+                + (" (finite)" if expected[option] is float else "")
+            )
     return info.constructor(num_classes=num_classes, **overrides)
+
+
+def resolve_models(pattern: str) -> list[str]:
+    """The registered names matching ``pattern``; none is a one-line error with the closest names."""
+    names = list_models(pattern)
+    if not names:
+        close = difflib.get_close_matches(pattern, list(_REGISTRY.models), n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}?" if close else "see `kwsbench models` for the list"
+        raise ModelError(f"no registered model matches {pattern!r}; {hint}")
+    return names
