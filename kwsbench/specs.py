@@ -110,7 +110,9 @@ class DatasetSpec:
             or len(fractions) != 3
             or not all(isinstance(f, (int, float)) and not isinstance(f, bool) for f in fractions)
         ):
-            raise ConfigError(f"{where}fractions: expected three numbers (train, validation, test), got {fractions!r}")
+            raise ConfigError(
+                f"{where}fractions: expected three numbers (train, validation, test), got {fractions!r}"
+            )
         return cls(
             dataset=dataset,
             data_dir=data,
@@ -130,9 +132,7 @@ class DatasetSpec:
         known = [f.name for f in dataclasses.fields(cls)]
         unknown = [k for k in values if k not in known]
         if unknown:
-            raise ConfigError(
-                f"{where}unknown dataset key {unknown[0]!r}; the keys are: {', '.join(known)}"
-            )
+            raise ConfigError(f"{where}unknown dataset key {unknown[0]!r}; the keys are: {', '.join(known)}")
         if "dataset" not in values or "data_dir" not in values:
             missing = "dataset" if "dataset" not in values else "data_dir"
             raise ConfigError(f"{where}{missing}: required in the dataset section")
