@@ -154,34 +154,44 @@ def run_bench(
     )
     backends = check_backends(list(backends))
     report = BenchReport(protocol=protocol, provenance=collect_provenance(threads))
-    bar = tqdm(total=len(names) * len(backends), desc="bench", unit="pair", leave=False)
-    with tempfile.TemporaryDirectory(prefix="kwsbench-bench-") as tmp:
-        for name in names:
-            try:
-                model, x = bench_model(name, batch, frontend)
-                with torch_threads(threads), torch.inference_mode():
-                    reference = model(x).float().numpy()
-            except KwsbenchError:
-                raise
-            except Exception as err:  # noqa: BLE001 - a model that cannot even run eagerly is recorded
-                for backend in backends:
-                    report.records.append(_record(name, backend, protocol, status=_one_line(err)))
-                bar.update(len(backends))
-                continue
-            workdir = Path(tmp) / name
-            workdir.mkdir()
-            onnx_path = _shared_export(model, x, backends, workdir, name)
-            for backend in backends:
-                bar.set_postfix_str(f"{name} {backend}")
-                report.records.append(
-                    _run_pair(name, backend, model, x, reference, protocol, workdir, onnx_path)
-                )
-                bar.update()
-    bar.close()
-    _fill_ratios(report.records)
-    for record in report.records:
-        record.provenance = report.provenance
+    for name in tqdm(names, desc="bench", unit="model", leave=False, disable=len(names) < 2):
+        try:
+            model, x = bench_model(name, batch, frontend)
+        except KwsbenchError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a model that cannot even be built is recorded
+            report.records += [_record(name, b, protocol, status=_one_line(err)) for b in backends]
+            continue
+        report.records += latency_of(name, model, x, backends, protocol, report.provenance)
     return report
+
+
+def latency_of(
+    name: str,
+    model: nn.Module,
+    x: torch.Tensor,
+    backends: list[str],
+    protocol: Protocol,
+    provenance: dict | None = None,
+) -> list[LatencyRecord]:
+    """Latency of the eval-mode ``model`` on input ``x`` on every backend, each checked against eager."""
+    backends = check_backends(list(backends))
+    provenance = provenance or collect_provenance(protocol.threads)
+    try:
+        with torch_threads(protocol.threads), torch.inference_mode():
+            reference = model(x).float().numpy()
+    except Exception as err:  # noqa: BLE001 - a model that cannot even run eagerly is recorded
+        return [_record(name, b, protocol, status=_one_line(err), provenance=provenance) for b in backends]
+    records = []
+    with tempfile.TemporaryDirectory(prefix="kwsbench-bench-") as tmp:
+        workdir = Path(tmp)
+        onnx_path = _shared_export(model, x, backends, workdir, name)
+        for backend in backends:
+            records.append(_run_pair(name, backend, model, x, reference, protocol, workdir, onnx_path))
+    _fill_ratios(records)
+    for record in records:
+        record.provenance = provenance
+    return records
 
 
 def run_train_bench(

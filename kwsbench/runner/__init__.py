@@ -1,0 +1,1 @@
+"""The runner: train, evaluate and sweep registered models, with tracking."""
