@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from kwsbench.cli.common import add_common, emit, subparser
 
@@ -22,10 +23,18 @@ def _run(args: argparse.Namespace) -> int:
             for s in statuses
         ]
         return emit(rows, args.json, lambda _: format_status(statuses))
-    summary = run_experiment(
-        experiment, out, tracking_uri=args.tracking_uri, keep_going=args.keep_going, cache_dir=args.cache_dir,
-        device=args.device, progress=not args.json,
-    )  # fmt: skip
+    try:
+        summary = run_experiment(
+            experiment, out, tracking_uri=args.tracking_uri, keep_going=args.keep_going, cache_dir=args.cache_dir,
+            device=args.device, progress=not args.json,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        print(
+            f"\nkwsbench: interrupted; finished trials are in {out / 'results.jsonl'}, and the same command "
+            "resumes the interrupted one from its last completed epoch",
+            file=sys.stderr,
+        )
+        return 130
     emit(summary, args.json, format_summary)
     return 1 if summary.failed else 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 
 from kwsbench.cli.common import add_common, emit, positive_int, subparser
 from kwsbench.cli.data import add_dataset_options, dataset_spec
@@ -55,10 +56,18 @@ def _train(args: argparse.Namespace) -> int:
     )
     from kwsbench.models import create_model
 
-    create_model(
-        config.model, **config.options
-    )  # an unknown model or a bad override fails before any data work
-    outcome = train_trial(config, out, device=args.device, threads=args.threads, cache_dir=args.cache_dir)
+    # An unknown model or a bad override fails here, before any data work.
+    create_model(config.model, **config.options)
+    try:
+        outcome = train_trial(config, out, device=args.device, threads=args.threads, cache_dir=args.cache_dir)
+    except KeyboardInterrupt:
+        saved = (out / RESUME_NAME).is_file()
+        where = f"the last completed epoch is in {out / RESUME_NAME}" if saved else "no epoch had completed"
+        print(
+            f"\nkwsbench: interrupted; {where}: run the same command with --resume to continue",
+            file=sys.stderr,
+        )
+        return 130
     return emit(outcome.metrics, args.json, lambda _: describe_outcome(outcome))
 
 

@@ -108,9 +108,11 @@ class Sweep:
         return self.out / TRIALS_DIR / config.trial_id
 
     def status(self) -> list[TrialStatus]:
-        """Every trial's state, read under the lock (``--dry-run``)."""
-        with locked(self.results) as fd:
-            records = _records_in(fd)
+        """Every trial's state, read under the lock (``--dry-run``: writes nothing, not even the folder)."""
+        records: list[TrialRecord] = []
+        if self.results.is_file():
+            with locked(self.results) as fd:
+                records = _records_in(fd)
         ok = {r.trial_id for r in records if r.status == "ok"}
         failed = {r.trial_id: r.error for r in records if r.status != "ok"}
         out = []

@@ -184,3 +184,50 @@ def test_a_checkpoint_from_elsewhere_is_one_line(tmp_path, capsys):
     torch.save({"state_dict": {}}, path)
     assert main(argv) == 2
     assert "kwsbench-checkpoint/1" in capsys.readouterr().err
+
+
+def _train_argv(folder: Path, out: Path, cache: Path, *extra: str) -> list[str]:
+    return [
+        "train", "--model", "bcresnet_1", "--dataset", "folder", "--data-dir", str(folder), "--protocol", "mini",
+        "--recipe", "batch_size=16", "--recipe", "warmup_epochs=1", "--recipe", "noise_probability=0",
+        "--threads", "1", "--out", str(out), "--cache-dir", str(cache), *extra,
+    ]  # fmt: skip
+
+
+def test_ctrl_c_during_train_keeps_the_last_epoch_and_resume_continues(tiny_folder, tmp_path):
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    proc = _cli(*_train_argv(tiny_folder, out, cache, "--epochs", "40"), cache=cache)
+    deadline = time.monotonic() + 240
+    while not (out / "resume.pt").is_file() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output
+    last = output.strip().splitlines()[-1]
+    assert "interrupted" in last and "--resume" in last and "Traceback" not in output
+    # Without --resume the folder is refused (never silently overwritten); with it, training continues.
+    proc = _cli(*_train_argv(tiny_folder, out, cache, "--epochs", "40"), cache=cache)
+    assert proc.wait(120) == 2 and "pass --resume" in proc.stdout.read()
+    proc = _cli(*_train_argv(tiny_folder, out, cache, "--epochs", "40", "--resume", "--json"), cache=cache)
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, output
+    metrics = json.loads(output[output.index("{") :])
+    assert metrics["resumed_from_epoch"] >= 1 and len(metrics["history"]) == 40
+    assert [row["epoch"] for row in metrics["history"]] == list(range(1, 41))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_train_on_cuda(tiny_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert (
+        main([*_train_argv(tiny_folder, out, tmp_path / "cache", "--epochs", "2", "--device", "cuda")]) == 0
+    )
+    ckpt = load_checkpoint(out / "checkpoint.pt")
+    assert all(t.device.type == "cpu" for t in ckpt["state_dict"].values())  # saved loadable anywhere
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_cuda_without_a_gpu_is_one_line(tiny_folder, tmp_path, capsys):
+    argv = _train_argv(tiny_folder, tmp_path / "run", tmp_path / "cache", "--epochs", "1", "--device", "cuda")
+    assert main(argv) == 2
+    assert "no CUDA GPU" in capsys.readouterr().err
