@@ -22,6 +22,7 @@ from kwsbench.data.features import LogMel
 from kwsbench.data.loader import iterate_batches, make_augmentation
 from kwsbench.data.records import DatasetIndex
 from kwsbench.settings import shared_data_dir
+from kwsbench.specs import DatasetSpec
 
 BATCH = 100
 WORKERS = 2
@@ -29,12 +30,18 @@ WORKERS = 2
 
 def _sample_index() -> DatasetIndex:
     """The v0.01 sample under the 12-class protocol (keywords, subsampled unknown, silence, 6 noise files)."""
-    return load_dataset("speech_commands", shared_data_dir() / "speech_commands_v0.01_sample", protocol="12")
+    return load_dataset(
+        DatasetSpec.create(
+            "speech_commands", shared_data_dir() / "speech_commands_v0.01_sample", protocol="12"
+        )
+    )
 
 
 def _test_set_index() -> DatasetIndex:
     """The v0.02 test set with the sample's noise files attached (the test-set archive has none)."""
-    index = load_dataset("speech_commands_test_set", shared_data_dir() / "speech_commands_test_set_v0.02")
+    index = load_dataset(
+        DatasetSpec.create("speech_commands_test_set", shared_data_dir() / "speech_commands_test_set_v0.02")
+    )
     return dataclasses.replace(index, noise_files=_sample_index().noise_files)
 
 

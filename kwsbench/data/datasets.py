@@ -1,14 +1,15 @@
-"""``load_dataset(name, data_dir, ...)``: pick the layout reader by name, then check every file's header,
-resolve byte-identical duplicates and balance `_unknown_` / `_silence_` the same way for every dataset.
+"""``load_dataset(spec)``: pick the layout named by ``spec.dataset`` from the registry, then check every
+file's header, resolve byte-identical duplicates and balance `_unknown_` / `_silence_` the same way for
+every dataset.
 """
 
 from __future__ import annotations
 
+import difflib
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
 
 from kwsbench.data import folder, fsdd, speech_commands, test_set
 from kwsbench.data.audio import AudioInfo, BadAudio, bad_file_error, read_info
@@ -19,7 +20,16 @@ from kwsbench.data.duplicates import (
     fingerprint,
     unify_duplicate_splits,
 )
-from kwsbench.data.records import CLIP_SAMPLES, SILENCE, SPLITS, UNKNOWN, DatasetIndex, Skipped
+from kwsbench.data.layout import DatasetLayout
+from kwsbench.data.records import (
+    CLIP_SAMPLES,
+    SILENCE,
+    SPLITS,
+    UNKNOWN,
+    DatasetIndex,
+    Skipped,
+    printable,
+)
 from kwsbench.data.splits import (
     NOISE_RANGES,
     DatasetPlan,
@@ -30,71 +40,85 @@ from kwsbench.data.splits import (
     subsample_unknown,
 )
 from kwsbench.errors import ConfigError, DataError
+from kwsbench.specs import DatasetSpec
 
 log = logging.getLogger(__name__)
 
-# Each layout module has ``build(root, *, protocol, ...) -> DatasetPlan`` and ``PROTOCOLS`` (default first).
-DATASETS: dict[str, ModuleType] = {
-    "speech_commands": speech_commands,
-    "speech_commands_test_set": test_set,
-    "folder": folder,
-    "fsdd": fsdd,
-}
-_MISSING_FIX: dict[str, Callable[[Path], str]] = {
-    "speech_commands": speech_commands.archive_fix,
-    "speech_commands_test_set": test_set.archive_fix,
-    "folder": lambda root: f"create {root} with one sub-folder of WAV files per label",
-    "fsdd": lambda root: f"clone github.com/Jakobovski/free-spoken-digit-dataset into {root}",
+# The registry of dataset layouts (each a ``DatasetLayout``): a new layout is a new module and one line here.
+DATASETS: dict[str, DatasetLayout] = {
+    layout.name: layout
+    for layout in (
+        speech_commands.LAYOUT,
+        test_set.LAYOUT,
+        folder.LAYOUT,
+        fsdd.LAYOUT,
+    )
 }
 
 
-def parse_keywords(keywords: list[str] | str | None) -> list[str] | None:
-    """Keywords as a list: a comma-separated string (the CLI's ``--keywords a,b``) is split."""
-    if keywords is None:
-        return None
-    items = keywords.split(",") if isinstance(keywords, str) else list(keywords)
-    items = [k.strip() for k in items if k.strip()]
-    return items or None
+def dataset_names() -> list[str]:
+    """The registered layout names, in registry order (the CLI's ``--dataset`` choices)."""
+    return list(DATASETS)
 
 
-def load_dataset(
-    name: str,
-    data_dir: Path | str,
-    *,
-    protocol: str | None = None,
-    keywords: list[str] | str | None = None,
-    noise_dir: Path | str | None = None,
-    version: str | None = None,
-    skip_bad: bool = False,
-    fractions: Sequence[float] = (0.8, 0.1, 0.1),
-) -> DatasetIndex:
-    """Resolve dataset ``name`` under ``data_dir`` and ``protocol`` into clips with classes and splits.
+def get_layout(name: str) -> DatasetLayout:
+    """The layout registered as ``name``; an unknown name is a ConfigError naming the close matches."""
+    layout = DATASETS.get(name)
+    if layout is None:
+        close = difflib.get_close_matches(name, DATASETS, n=2)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        raise ConfigError(f"--dataset {name}: unknown dataset; {hint}choose one of {', '.join(DATASETS)}")
+    return layout
 
-    Every file's header is checked (no decoding): without ``skip_bad`` the first bad file raises DataError,
-    with it bad files are listed in ``skipped``. No group of byte-identical files straddles two splits.
+
+def _root_of(spec: DatasetSpec, layout: DatasetLayout) -> Path:
+    """``spec.data_dir`` as a folder that exists; a missing folder or a file is one DataError with the fix."""
+    root = Path(spec.data_dir).expanduser()
+    shown = printable(root)
+    if root.is_dir():
+        return root
+    if root.is_symlink() and not root.exists():
+        raise DataError(f"--data-dir {shown}: a symbolic link to nothing; {layout.missing_fix(root)}")
+    if root.exists():
+        if root.name.lower().endswith((".tar.gz", ".tgz", ".tar", ".zip")):
+            fix = "extract it and pass the extracted folder"
+            if spec.dataset in ("speech_commands", "speech_commands_test_set"):
+                # download_archive uses an official archive lying beside the target instead of fetching it.
+                fix += (
+                    " (or pass a new folder beside it with --download: the archive is verified and extracted)"
+                )
+        else:
+            fix = f"pass the folder that holds the dataset (e.g. {printable(root.parent)}), not a file in it"
+        raise DataError(f"--data-dir {shown}: is a file, not a folder; {fix}")
+    raise DataError(f"{shown}: no such folder; {layout.missing_fix(root)}")
+
+
+def load_dataset(spec: DatasetSpec) -> DatasetIndex:
+    """Resolve ``spec`` (layout, folder, protocol, keywords, noise, version) into clips with classes and
+    splits; the index carries ``spec`` with the protocol and version the layout resolved.
+
+    Every file's header is checked (no decoding): without ``spec.skip_bad`` the first bad file raises
+    DataError, with it bad files are listed in ``skipped``. No group of byte-identical files straddles two
+    splits.
     """
-    if name not in DATASETS:
-        raise ConfigError(f"--dataset {name}: unknown dataset; choose one of {', '.join(DATASETS)}")
-    root = Path(data_dir).expanduser()
-    if not root.is_dir():
-        raise DataError(f"{root}: no such folder; {_MISSING_FIX[name](root)}")
-    layout = DATASETS[name]
-    protocol = layout.PROTOCOLS[0] if protocol is None else str(protocol)
-    if protocol not in layout.PROTOCOLS:
-        hint = getattr(layout, "PROTOCOL_HINT", "")
+    if not isinstance(spec, DatasetSpec):
+        raise TypeError(
+            f"load_dataset takes a DatasetSpec (DatasetSpec.create(...)), got {type(spec).__name__}"
+        )
+    layout = get_layout(spec.dataset)
+    check_fractions(spec.fractions)
+    protocol = layout.protocols[0] if spec.protocol is None else spec.protocol
+    if protocol not in layout.protocols:
+        hint = layout.protocol_hint
         raise ConfigError(
-            f"--protocol {protocol}: {name} supports {', '.join(layout.PROTOCOLS)}"
+            f"--protocol {protocol}: {spec.dataset} supports {', '.join(layout.protocols)}"
             + (f" ({hint})" if hint else "")
         )
-    plan = layout.build(
-        root,
-        protocol=protocol,
-        keywords=parse_keywords(keywords),
-        noise_dir=noise_dir,
-        version=version,
-        fractions=check_fractions(fractions),
-    )
-    return _assemble(plan, skip_bad=skip_bad)
+    root = _root_of(spec, layout)
+    plan = layout.build(spec, root, protocol)
+    index = _assemble(plan, skip_bad=spec.skip_bad)
+    index.spec = spec.replace(protocol=index.protocol, version=index.version)
+    return index
 
 
 def _scan(
@@ -113,19 +137,25 @@ def _scan(
             prints[path] = fingerprint(head, size)
             continue
         except BadAudio as err:
-            reason = err.reason
+            reason, convertible = err.reason, err.convertible
         except OSError as err:
-            reason = f"cannot read ({err.strerror or err})"
+            reason, convertible = f"cannot read ({err.strerror or err})", False
         if not skip_bad:
-            raise bad_file_error(path, reason)
-        log.warning("skipping %s: %s", path, reason)
-        skipped.append(Skipped(str(path), reason))
+            raise bad_file_error(path, reason, convertible=convertible)
+        log.warning("skipping %s: %s", printable(path), reason)
+        skipped.append(Skipped(printable(path), reason))
     return infos, prints, skipped
 
 
 def _assemble(plan: DatasetPlan, *, skip_bad: bool) -> DatasetIndex:
+    if plan.ignored and not skip_bad:
+        first = plan.ignored[0]
+        raise DataError(f"{first.path}: {first.reason}; {first.fix or 'remove it or pass --skip-bad'}")
+    for item in plan.ignored:
+        log.warning("skipping %s: %s", item.path, item.reason)
     files = [c.path for c in plan.clips if c.num_samples is None]
     infos, prints, skipped = _scan(files + plan.noise_files, skip_bad)
+    skipped = sorted([*plan.ignored, *skipped], key=lambda s: s.path)
     clips = [c for c in plan.clips if c.path in infos]
     noise = [p for p in plan.noise_files if p in infos]
     notes = list(plan.notes)

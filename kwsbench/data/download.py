@@ -1,7 +1,8 @@
 """Fetch an official Speech Commands archive, verify its sha256 and extract it atomically into a folder.
 
 Nothing is left half-done: the archive is downloaded and extracted inside a temporary folder beside the
-target, and only a complete, verified extraction is renamed into place.
+target, and only a complete, verified extraction is renamed into place. The temporary folder is named after
+its process, so the next download removes one left by a process killed outright (see ``workdirs``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import logging
 import os
 import shutil
 import tarfile
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -21,6 +21,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from kwsbench.data.records import printable
+from kwsbench.data.workdirs import make_work_folder, remove_stale_work_folders, writable_folder
 from kwsbench.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -123,7 +125,12 @@ def read_manifest(folder: str | os.PathLike) -> dict | None:
     path = Path(folder) / MANIFEST_NAME
     if not path.is_file():
         return None
-    return json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as err:  # cut or edited by hand: the folder is then not known to be complete
+        log.warning("%s: unreadable download manifest (%s)", printable(path), err)
+        return None
+    return manifest if isinstance(manifest, dict) else None
 
 
 def download_archive(
@@ -151,19 +158,30 @@ def download_archive(
 
     manifest = read_manifest(target)
     if manifest is not None and manifest.get("archive") == archive:
-        log.info("%s already extracted in %s (sha256 %s)", archive, target, manifest.get("sha256"))
+        log.info("%s already extracted in %s (sha256 %s)", archive, printable(target), manifest.get("sha256"))
         return DownloadResult(**{**manifest, "target": str(target), "seconds": 0.0, "fetched": False})
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+    if target.exists() and not target.is_dir():
         raise DataError(
-            f"{target}: already holds files not extracted from {archive}; "
+            f"--data-dir {printable(target)}: is a file, not a folder; pass a folder to extract {archive} into"
+        )
+    if target.exists() and any(target.iterdir()):
+        raise DataError(
+            f"{printable(target)}: already holds files not extracted from {archive}; "
             "drop --download to use them as they are, or pick an empty --data-dir"
         )
 
-    target.parent.mkdir(parents=True, exist_ok=True)
+    writable_folder(
+        target.parent,
+        f"--data-dir {printable(target)} (its parent {printable(target.parent)})",
+        "pass --download a --data-dir inside a folder you can write to",
+    )
+    partial = f".{target.name}.download-"
+    for leftover in remove_stale_work_folders(target.parent, partial):
+        log.warning("removed %s, a partial download left by an interrupted run", printable(leftover))
     local_copy = target.parent / archive
     start = time.perf_counter()
     # The temporary folder sits beside the target so the final rename stays on one filesystem (atomic).
-    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.download-", dir=target.parent))
+    work = make_work_folder(target.parent, partial)
     try:
         if local_copy.is_file():
             log.info("using the local copy %s instead of downloading", local_copy)

@@ -1,7 +1,9 @@
-"""Custom keyword data: one folder per label (any UTF-8 name), optional `_background_noise_/`.
+"""Custom keyword data: one folder per label (any name), optional `_background_noise_/`.
 
 The keywords the user names are classes; every other folder becomes `_unknown_` (a folder named
 `_unknown_` or `_silence_` is used as that class directly). Without ``keywords`` every folder is a class.
+A folder name that is not UTF-8 becomes its escaped form (``caf\\xe9``); a folder without WAV or FLAC
+files is reported like a bad file, never silently made a class without clips.
 Speakers come from file names (``splits.speaker_from_stem``: ``<speaker>_nohash_<n>``, else the stem before
 the last ``_``, else none, and such a clip is split by a hash of its file name).
 
@@ -14,7 +16,8 @@ from __future__ import annotations
 import unicodedata
 from pathlib import Path
 
-from kwsbench.data.records import SILENCE, UNKNOWN, Clip
+from kwsbench.data.layout import Layout
+from kwsbench.data.records import SILENCE, UNKNOWN, Clip, Skipped, printable
 from kwsbench.data.speech_commands import noise_files_in
 from kwsbench.data.splits import (
     BACKGROUND_NOISE,
@@ -22,60 +25,72 @@ from kwsbench.data.splits import (
     assign_mini,
     audio_files,
     audio_stem,
+    empty_folder,
     read_split_lists,
     relative_name,
     speaker_from_stem,
+    sub_folders,
 )
 from kwsbench.errors import ConfigError, DataError
+from kwsbench.specs import DatasetSpec
 
 # The first protocol is the default; load_dataset checks the choice.
 PROTOCOLS: tuple[str, ...] = ("mini", "official")
+_FIX = "create one sub-folder of WAV/FLAC files per label"
 
 
-def _nfc(name: str) -> str:
-    # macOS file systems hand back decomposed names ("cafe" + U+0301); users type composed ones.
-    return unicodedata.normalize("NFC", name)
+def _label(name: str) -> str:
+    # macOS file systems hand back decomposed names ("cafe" + U+0301); users type composed ones. A name that
+    # is not UTF-8 becomes its escaped form, so a class name can always be printed and written to JSON.
+    return unicodedata.normalize("NFC", printable(name))
 
 
-def build(
-    root: Path,
-    *,
-    protocol: str | None,
-    keywords: list[str] | None,
-    noise_dir: Path | str | None,
-    version: str | None,
-    fractions: tuple[float, float, float],
-) -> DatasetPlan:
-    """Read one-folder-per-label data under ``root`` into a plan under ``protocol`` (default ``mini``)."""
-    if version is not None:
+def missing_fix(root: Path) -> str:
+    """How to make a folder dataset in ``root``."""
+    return f"create {printable(root)} with one sub-folder of WAV files per label"
+
+
+def build(spec: DatasetSpec, root: Path, protocol: str) -> DatasetPlan:
+    """Read one-folder-per-label data under ``root`` into a plan under ``protocol`` (mini or official)."""
+    if spec.version is not None:
         raise ConfigError("--version applies to Speech Commands only; leave it out for --dataset folder")
-    fix = "create one sub-folder of WAV/FLAC files per label"
-    folders = {
-        _nfc(p.name): p
-        for p in sorted(root.iterdir())
-        if p.is_dir() and not p.name.startswith(".") and p.name != BACKGROUND_NOISE
+    ignored: list[Skipped] = []
+    found = {
+        _label(p.name): (p, audio_files(p, ignored))
+        for p in sub_folders(root, ignored)
+        if p.name != BACKGROUND_NOISE
     }
+    keys = [_label(k) for k in spec.keywords] if spec.keywords else None
+    empty = [name for name, (_, files) in found.items() if not files]
+    for name in empty:
+        if keys is not None and name in keys:
+            raise DataError(
+                f"--keywords {name}: {printable(found[name][0])} holds no WAV or FLAC files; "
+                f"add recordings or leave {name} out of --keywords"
+            )
+        ignored.append(empty_folder(found[name][0]))
+    folders = {name: value for name, value in found.items() if name not in empty}
     labels = [name for name in folders if name not in (UNKNOWN, SILENCE)]
     if not labels:
-        raise DataError(f"{root}: no label folders found; {fix}")
-    keys = [_nfc(k) for k in keywords] if keywords else labels
+        raise DataError(f"{printable(root)}: no label folders with WAV or FLAC files found; {_FIX}")
+    keys = keys or labels
     missing = [k for k in keys if k not in folders]
     if missing:
-        raise ConfigError(f"--keywords {missing}: no such folder under {root}; folders are {labels}")
+        raise ConfigError(
+            f"--keywords {missing}: no such folder under {printable(root)}; folders are {labels}"
+        )
 
     lists = read_split_lists(root, "add them or use --protocol mini") if protocol == "official" else None
     clips: list[Clip] = []
-    for name, folder in folders.items():
+    for name, (_, files) in folders.items():
         label = name if name in keys or name == SILENCE else UNKNOWN
-        for path in audio_files(folder):
+        for path in files:
             speaker = None if label == SILENCE else speaker_from_stem(audio_stem(path.name))
             split = "train" if lists is None else lists.get(relative_name(path, root), "train")
             clips.append(Clip(path, label, split, speaker=speaker, word=None if label == SILENCE else name))
-    if not clips:
-        raise DataError(f"{root}: the label folders hold no .wav or .flac files; {fix}")
     notes: list[str] = []
     if lists is None:
-        clips = assign_mini(clips, fractions)
+        clips = assign_mini(clips, spec.fractions)
         notes.append(
             "mini: speaker-disjoint split by SHA-1 of the speaker id; clips without one by their name"
         )
@@ -85,7 +100,7 @@ def build(
 
     has_unknown = any(c.label == UNKNOWN for c in clips)
     has_silence_files = any(c.label == SILENCE for c in clips)
-    noise = [] if has_silence_files else noise_files_in(root, noise_dir)
+    noise = [] if has_silence_files else noise_files_in(root, spec.noise_dir, ignored)
     classes = [*keys, *([UNKNOWN] if has_unknown else []), *([SILENCE] if has_silence_files or noise else [])]
     silence = {"source": f"files in {SILENCE}/"} if has_silence_files else {}
     return DatasetPlan(
@@ -99,4 +114,15 @@ def build(
         rebalance=has_unknown or bool(noise),
         notes=notes,
         silence=silence,
+        ignored=ignored,
     )
+
+
+# The registry entry (``datasets.DATASETS``).
+LAYOUT = Layout(
+    "folder",
+    PROTOCOLS,
+    build,
+    missing_fix,
+    protocol_hint="official needs validation_list.txt and testing_list.txt in the folder",
+)

@@ -102,5 +102,7 @@ def iterate_batches(
 
 def num_batches(cache: ClipCache, split: str, batch_size: int, *, drop_last: bool = False) -> int:
     """How many batches ``iterate_batches`` yields for ``split``."""
+    if batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size} must be >= 1")
     count = len(cache.split(split)[1])
     return count // batch_size if drop_last else -(-count // batch_size)

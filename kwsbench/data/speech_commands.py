@@ -7,20 +7,25 @@ Protocols: ``12`` (ten keywords, `_unknown_`, `_silence_`; official splits), ``3
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
-from kwsbench.data.records import SILENCE, UNKNOWN, Clip
+from kwsbench.data.layout import Layout
+from kwsbench.data.records import SILENCE, UNKNOWN, Clip, Skipped, printable
 from kwsbench.data.splits import (
     BACKGROUND_NOISE,
     DatasetPlan,
     assign_mini,
     audio_files,
     audio_stem,
+    empty_folder,
     read_split_lists,
     relative_name,
     speaker_from_stem,
+    sub_folders,
 )
 from kwsbench.errors import ConfigError, DataError
+from kwsbench.specs import DatasetSpec
 
 KEYWORDS: tuple[str, ...] = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 V1_WORDS: tuple[str, ...] = (
@@ -54,34 +59,32 @@ def normalize_version(version: str | None) -> str | None:
         raise ConfigError(f"--version {version}: unknown Speech Commands version; use v1 or v2") from None
 
 
-def keyword_list(keywords: list[str] | None) -> list[str]:
+def keyword_list(keywords: Sequence[str] | None) -> list[str]:
     return list(keywords) if keywords else list(KEYWORDS)
 
 
-def word_folders(root: Path) -> dict[str, Path]:
-    """Word -> folder for every folder under ``root`` that is not hidden and not ``_``-prefixed."""
-    return {p.name: p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith((".", "_"))}
+def word_folders(root: Path, ignored: list[Skipped] | None = None) -> dict[str, Path]:
+    """Word -> folder for every folder under ``root`` that is not hidden and not ``_``-prefixed; links to
+    nothing are appended to ``ignored``."""
+    return {p.name: p for p in sub_folders(root, ignored) if not p.name.startswith("_")}
 
 
-def noise_files_in(root: Path, noise_dir: Path | str | None) -> list[Path]:
+def noise_files_in(
+    root: Path, noise_dir: Path | str | None, ignored: list[Skipped] | None = None
+) -> list[Path]:
     """The background-noise recordings: ``noise_dir`` when given, else ``root/_background_noise_``."""
     folder = Path(noise_dir).expanduser() if noise_dir is not None else root / BACKGROUND_NOISE
     if noise_dir is not None and not folder.is_dir():
-        raise DataError(f"--noise-dir {folder}: no such folder; point it at a folder of noise WAV files")
-    return audio_files(folder) if folder.is_dir() else []
+        what = "is a file, not a folder" if folder.exists() else "no such folder"
+        raise DataError(f"--noise-dir {printable(folder)}: {what}; point it at a folder of noise WAV files")
+    return audio_files(folder, ignored) if folder.is_dir() else []
 
 
-def build(
-    root: Path,
-    *,
-    protocol: str | None,
-    keywords: list[str] | None,
-    noise_dir: Path | str | None,
-    version: str | None,
-    fractions: tuple[float, float, float],
-) -> DatasetPlan:
-    """Read the training-archive layout under ``root`` into a plan under ``protocol`` (default ``12``)."""
-    folders = word_folders(root)
+def build(spec: DatasetSpec, root: Path, protocol: str) -> DatasetPlan:
+    """Read the training-archive layout under ``root`` into a plan under ``protocol`` (12, 35 or mini)."""
+    keywords, version = spec.keywords, spec.version
+    ignored: list[Skipped] = []
+    folders = word_folders(root, ignored)
     if not folders:
         raise DataError(f"{root}: no word folders found; {archive_fix(root, normalize_version(version))}")
     detected = "v2" if any(w in folders for w in V2_ONLY_WORDS) else "v1"
@@ -113,7 +116,10 @@ def build(
     clips: list[Clip] = []
     for word, folder in folders.items():
         label = word if word in classes else UNKNOWN
-        for path in audio_files(folder):
+        paths = audio_files(folder, ignored)
+        if not paths:
+            ignored.append(empty_folder(folder))
+        for path in paths:
             rel = relative_name(path, root)
             split = "train" if lists is None else lists.get(rel, "train")
             clips.append(
@@ -126,11 +132,11 @@ def build(
             notes.append(f"{absent} split-list entries name no file here (a partial copy of the archive)")
         notes.append("splits from validation_list.txt and testing_list.txt; other clips are training")
     else:
-        clips = assign_mini(clips, fractions)
+        clips = assign_mini(clips, spec.fractions)
         notes.append("mini: speaker-disjoint split by SHA-1 of the speaker id")
 
     # Protocol 35 cuts no silence, but training still mixes background noise into the words.
-    noise = noise_files_in(root, noise_dir)
+    noise = noise_files_in(root, spec.noise_dir, ignored)
     if protocol != "35" and not noise:
         raise DataError(
             f"{root}: no {BACKGROUND_NOISE}/ folder of noise WAVs to cut _silence_ from; "
@@ -148,4 +154,15 @@ def build(
         version=version,
         notes=notes,
         silence={} if protocol != "35" else {"source": "none: protocol 35 has no _silence_ class"},
+        ignored=ignored,
     )
+
+
+# The registry entry (``datasets.DATASETS``).
+LAYOUT = Layout(
+    "speech_commands",
+    PROTOCOLS,
+    build,
+    archive_fix,
+    protocol_hint="official needs the test-set archive: --dataset speech_commands_test_set",
+)

@@ -1,7 +1,8 @@
 """How clips get their split and how classes are balanced: official lists, the `mini` speaker hash,
 unknown subsampling and silence crops, and the plan a dataset layout hands to ``datasets.load_dataset``.
 
-Everything here is deterministic: hashes are SHA-1 of UTF-8 names, never Python's salted ``hash``.
+Everything here is deterministic: hashes are SHA-1 of the names' bytes (UTF-8, or the raw bytes of a name
+that is not UTF-8), never Python's salted ``hash``.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from kwsbench.data.audio import AUDIO_SUFFIXES
-from kwsbench.data.records import CLIP_SAMPLES, SILENCE, SPLITS, UNKNOWN, Clip
+from kwsbench.data.audio import AUDIO_SUFFIXES, UNREAD_AUDIO_SUFFIXES
+from kwsbench.data.records import CLIP_SAMPLES, SILENCE, SPLITS, UNKNOWN, Clip, Skipped, printable
 from kwsbench.errors import ConfigError, DataError
 
 SPLIT_LISTS: dict[str, str] = {"validation": "validation_list.txt", "test": "testing_list.txt"}
@@ -32,7 +33,11 @@ BACKGROUND_NOISE = "_background_noise_"
 class DatasetPlan:
     """What a dataset layout found, splits assigned; ``datasets.load_dataset`` checks files, resolves
     duplicates and, when ``rebalance`` is set, subsamples ``_unknown_`` and cuts ``_silence_`` from
-    ``noise_files`` to the mean size of the ``keywords`` classes in each split."""
+    ``noise_files`` to the mean size of the ``keywords`` classes in each split.
+
+    ``ignored``: what the layout found but cannot use (audio in formats kwsbench does not read, dangling
+    links, empty label folders); without ``skip_bad`` the first one stops the load, with it they are
+    listed among the skipped files."""
 
     name: str
     root: Path
@@ -45,6 +50,7 @@ class DatasetPlan:
     version: str | None = None
     notes: list[str] = field(default_factory=list)
     silence: dict[str, object] = field(default_factory=dict)
+    ignored: list[Skipped] = field(default_factory=list)
 
 
 # ------------------------------------------------------------------------------------------- names
@@ -56,13 +62,67 @@ def audio_stem(name: str) -> str:
     return stem
 
 
-def is_audio_file(path: Path) -> bool:
-    return path.is_file() and path.name.lower().endswith(AUDIO_SUFFIXES) and not path.name.startswith(".")
+def name_bytes(name: str) -> bytes:
+    """The bytes of a file name: UTF-8, or the original bytes of a name that is not UTF-8 (PEP 383)."""
+    return name.encode("utf-8", "surrogateescape")
 
 
-def audio_files(folder: Path) -> list[Path]:
-    """The audio files directly inside ``folder``, sorted by name."""
-    return sorted((p for p in folder.iterdir() if is_audio_file(p)), key=lambda p: p.name)
+def _looks_like_audio(name: str) -> bool:
+    return name.lower().endswith(AUDIO_SUFFIXES + UNREAD_AUDIO_SUFFIXES)
+
+
+_SKIP = "or pass --skip-bad"
+
+
+def _dangling(path: Path) -> Skipped:
+    reason = f"dangling symbolic link (its target {printable(path.readlink())} is missing)"
+    return Skipped(printable(path), reason, f"restore its target, remove it, {_SKIP}")
+
+
+def audio_files(folder: Path, ignored: list[Skipped] | None = None) -> list[Path]:
+    """The WAV and FLAC files directly inside ``folder``, sorted by name.
+
+    Entries that look like audio but cannot be read (OGG, MP3, ... ; links to nothing) are appended to
+    ``ignored`` with the reason, so that the caller reports them instead of losing them without a word.
+    """
+    files: list[Path] = []
+    for path in sorted(folder.iterdir(), key=lambda p: p.name):
+        if path.name.startswith(".") or not _looks_like_audio(path.name):
+            continue
+        if path.is_symlink() and not path.exists():
+            if ignored is not None:
+                ignored.append(_dangling(path))
+        elif not path.is_file():
+            continue
+        elif path.name.lower().endswith(AUDIO_SUFFIXES):
+            files.append(path)
+        elif ignored is not None:
+            kind = path.suffix.lstrip(".").upper()
+            reason = f"{kind} audio is not read (kwsbench reads WAV and FLAC)"
+            ignored.append(Skipped(printable(path), reason, f"convert it to WAV, remove it, {_SKIP}"))
+    return files
+
+
+def sub_folders(root: Path, ignored: list[Skipped] | None = None) -> list[Path]:
+    """The folders directly inside ``root`` that are not hidden, sorted by name; links to nothing are
+    appended to ``ignored``."""
+    out: list[Path] = []
+    for path in sorted(root.iterdir(), key=lambda p: p.name):
+        if path.name.startswith("."):
+            continue
+        if path.is_symlink() and not path.exists():
+            if ignored is not None:
+                ignored.append(_dangling(path))
+        elif path.is_dir():
+            out.append(path)
+    return out
+
+
+def empty_folder(folder: Path) -> Skipped:
+    """The ``ignored`` entry of a label folder without a WAV or FLAC file."""
+    return Skipped(
+        printable(folder), "empty label folder (no WAV or FLAC files)", f"add recordings, remove it, {_SKIP}"
+    )
 
 
 _NOHASH = re.compile(r"^(?P<before>.+)_nohash_\d+$")
@@ -94,7 +154,8 @@ def read_split_lists(root: Path, fix: str) -> dict[str, str]:
         path = root / name
         if not path.is_file():
             raise DataError(f"{root}: no {name}; {fix}")
-        for line in path.read_text(encoding="utf-8").splitlines():
+        # surrogateescape: a listed name that is not UTF-8 matches the file's name as Python reads it.
+        for line in path.read_text(encoding="utf-8", errors="surrogateescape").splitlines():
             if line.strip():
                 out[line.strip()] = split
     return out
@@ -102,7 +163,10 @@ def read_split_lists(root: Path, fix: str) -> dict[str, str]:
 
 def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
     """Validate (train, validation, test) fractions: three non-negative numbers summing to 1."""
-    values = tuple(float(f) for f in fractions)
+    try:
+        values = tuple(float(f) for f in fractions)
+    except (TypeError, ValueError):
+        values = ()
     if len(values) != 3 or min(values) < 0 or abs(sum(values) - 1.0) > 1e-6:
         raise ConfigError(
             f"split fractions {tuple(fractions)}: need three non-negative numbers (train, validation, test) summing to 1"
@@ -112,7 +176,7 @@ def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
 
 def hash_fraction(key: str) -> float:
     """A stable number in [0, 1) from SHA-1 of ``key``."""
-    return int.from_bytes(hashlib.sha1(key.encode("utf-8")).digest()[:8], "big") / 2**64
+    return int.from_bytes(hashlib.sha1(name_bytes(key)).digest()[:8], "big") / 2**64
 
 
 def mini_split(key: str, fractions: Sequence[float] = (0.8, 0.1, 0.1)) -> str:
@@ -145,7 +209,7 @@ def subsample_unknown(clips: Sequence[Clip], targets: dict[str, int], root: Path
     for split in SPLITS:
         pool = [c for c in clips if c.label == UNKNOWN and c.split == split]
         pool.sort(
-            key=lambda c: hashlib.sha1(f"{UNKNOWN_SEED}:{relative_name(c.path, root)}".encode()).digest()
+            key=lambda c: hashlib.sha1(name_bytes(f"{UNKNOWN_SEED}:{relative_name(c.path, root)}")).digest()
         )
         keep.update(c.path for c in pool[: targets[split]])
     return [c for c in clips if c.label != UNKNOWN or c.path in keep]
@@ -165,7 +229,7 @@ def silence_crops(noise: Sequence[tuple[Path, int]], targets: dict[str, int]) ->
         ranges = [r for r in ranges if r[2] - r[1] >= CLIP_SAMPLES]
         if n and not ranges:
             raise DataError(
-                f"noise files {[str(p) for p, _ in noise]}: none has {CLIP_SAMPLES} samples in its "
+                f"noise files {[printable(p) for p, _ in noise]}: none has {CLIP_SAMPLES} samples in its "
                 f"{split} range {lo:.0%}-{hi:.0%} to cut _silence_ from; add longer noise recordings"
             )
         for i, (path, start, end) in enumerate(ranges):

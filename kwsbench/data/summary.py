@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from kwsbench.data.datasets import load_dataset
 from kwsbench.data.duplicates import redundant_copies
-from kwsbench.data.records import SPLITS, DatasetIndex
+from kwsbench.data.records import SPLITS, DatasetIndex, printable, printable_tree
+from kwsbench.specs import DatasetSpec
 
 _MAX_SKIPPED_LINES = 10
 
@@ -33,7 +33,8 @@ class DatasetSummary:
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        """Plain JSON types; names that are not UTF-8 appear escaped (``caf\\xe9``), so any output prints."""
+        return printable_tree(asdict(self))  # type: ignore[return-value]
 
 
 def summary_of(index: DatasetIndex) -> DatasetSummary:
@@ -42,7 +43,7 @@ def summary_of(index: DatasetIndex) -> DatasetSummary:
     speakers = {s: len({c.speaker for c in index.clips if c.split == s and c.speaker}) for s in SPLITS}
     return DatasetSummary(
         dataset=index.name,
-        data_dir=str(index.root),
+        data_dir=printable(index.root),
         protocol=index.protocol,
         version=index.version,
         classes=list(index.classes),
@@ -58,30 +59,14 @@ def summary_of(index: DatasetIndex) -> DatasetSummary:
     )
 
 
-def summarize(
-    dataset: str,
-    data_dir: Path | str,
-    protocol: str | None = None,
-    keywords: list[str] | str | None = None,
-    noise_dir: Path | str | None = None,
-    skip_bad: bool = False,
-    version: str | None = None,
-) -> DatasetSummary:
-    """Load ``dataset`` under ``data_dir`` (see ``load_dataset``) and count it."""
-    index = load_dataset(
-        dataset,
-        data_dir,
-        protocol=protocol,
-        keywords=keywords,
-        noise_dir=noise_dir,
-        version=version,
-        skip_bad=skip_bad,
-    )
-    return summary_of(index)
+def summarize(spec: DatasetSpec) -> DatasetSummary:
+    """Load the dataset ``spec`` describes (see ``load_dataset``) and count it."""
+    return summary_of(load_dataset(spec))
 
 
 def format_summary(summary: DatasetSummary) -> str:
     """A readable class x split table with totals, then duplicates, skipped files, silence and notes."""
+    summary = DatasetSummary(**summary.to_dict())  # escaped names: the text prints on any terminal
     width = max([len(c) for c in summary.classes] + [len("word clips")]) + 2
     header = f"{'class':<{width}}" + "".join(f"{s:>12}" for s in SPLITS) + f"{'total':>12}"
     lines = [

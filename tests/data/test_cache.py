@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,9 @@ from kwsbench.data import cache as cache_mod
 from kwsbench.data.audio import load_clip
 from kwsbench.data.cache import INDEX_NAME, ClipCache, as_float32, build_cache, prepare
 from kwsbench.data.records import Clip, DatasetIndex
-from kwsbench.errors import DataError
+from kwsbench.data.workdirs import make_work_folder
+from kwsbench.errors import ConfigError, DataError
+from kwsbench.specs import DatasetSpec
 
 STEP = 1 / 32768  # one int16 step
 
@@ -177,15 +181,81 @@ def test_unknown_split_is_an_error(tmp_path: Path, synthetic: DatasetIndex) -> N
 
 
 def test_prepare_v001_sample(tmp_path: Path, sample: Path) -> None:
-    first = prepare(
-        "speech_commands", sample, protocol="12", cache_dir=tmp_path / "cache", workers=1, progress=False
-    )
-    again = prepare(
-        "speech_commands", sample, protocol="12", cache_dir=tmp_path / "cache", workers=1, progress=False
-    )
+    spec = DatasetSpec.create("speech_commands", sample, protocol="12")
+    first = prepare(spec, cache_dir=tmp_path / "cache", workers=1, progress=False)
+    again = prepare(spec, cache_dir=tmp_path / "cache", workers=1, progress=False)
     assert not first.hit and again.hit and again.key == first.key
     assert len(first.classes) == 12 and first.clips == {"train": 12, "validation": 12, "test": 12}
     assert first.noise_files == 6 and len(ClipCache.open(first.path).noise()) == 6
     record = json.loads(json.dumps(again.to_dict()))
     assert record["hit"] is True and record["path"] == first.path
     assert "cache hit" in again.describe() and "cache built" in first.describe()
+
+
+def _truncate(path: Path, keep: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+@pytest.mark.parametrize(
+    ("damage", "what"),
+    [
+        (lambda c: _truncate(c / INDEX_NAME), "index.json cannot be read"),
+        (lambda c: (c / INDEX_NAME).write_text('{"key": "x"}\n'), "index.json lacks"),
+        (lambda c: (c / "train.npy").unlink(), "train.npy is missing"),
+        (lambda c: _truncate(c / "train.npy"), "train.npy cannot be read"),
+        (lambda c: _truncate(c / "test.npy", keep=0.01), "test.npy cannot be read"),  # the header cut
+        (lambda c: _truncate(c / cache_mod.NOISE_NAME), "noise.npy cannot be read"),
+    ],
+    ids=["index_cut", "index_fields", "array_missing", "array_cut", "header_cut", "noise_cut"],
+)
+def test_damaged_cache_is_reported_and_rebuilt(
+    tmp_path: Path, synthetic: DatasetIndex, caplog, damage, what: str
+) -> None:
+    first = build_cache(synthetic, tmp_path / "cache", workers=1, progress=False)
+    # Copies: the damage below truncates the files these memory maps read.
+    expected = {s: as_float32(np.array(first.split(s)[0])) for s in ("train", "validation", "test")}
+    damage(first.path)
+    with pytest.raises(DataError) as err:  # opened directly: one line, what is wrong and the fix
+        ClipCache.open(first.path)
+    assert what in str(err.value) and "delete the folder" in str(err.value) and "\n" not in str(err.value)
+
+    again = build_cache(synthetic, tmp_path / "cache", workers=1, progress=False)
+    assert not again.hit and again.path == first.path and again.key == first.key
+    assert f"{first.path}: damaged cache ({what}" in caplog.text and "rebuilding" in caplog.text
+    for split, waves in expected.items():
+        np.testing.assert_array_equal(as_float32(np.asarray(again.split(split)[0])), waves)
+    assert len(again.noise()) == 1
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [first.path.name]
+    assert build_cache(synthetic, tmp_path / "cache", workers=1, progress=False).hit
+
+
+def test_opening_a_folder_that_is_no_cache(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="not a clip cache .no index.json.; run kwsbench data prepare"):
+        ClipCache.open(tmp_path)
+
+
+def test_workers_must_be_at_least_one(tmp_path: Path, synthetic: DatasetIndex) -> None:
+    with pytest.raises(ConfigError, match="--workers 0"):
+        build_cache(synthetic, tmp_path / "cache", workers=0, progress=False)
+
+
+def test_leftover_of_a_killed_build_is_removed(tmp_path: Path, synthetic: DatasetIndex) -> None:
+    """A build killed outright leaves its temporary folder; the next build removes it once its process is
+    gone, and leaves the folder of a build whose process still runs."""
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    cache_root = tmp_path / "cache"
+    cache_root.mkdir()
+
+    def owned_by(pid: int, label: str) -> Path:
+        made = make_work_folder(cache_root, ".building-", label)  # named after this process
+        return made.rename(cache_root / made.name.replace(f"-{os.getpid()}@", f"-{pid}@", 1))
+
+    orphan = owned_by(int(dead.stdout), "synthetic-mini-0123")
+    (orphan / "train.npy").write_bytes(b"\x93NUMPY")
+    live = owned_by(os.getppid(), "synthetic-mini-4567")  # the process that started pytest still runs
+    build_cache(synthetic, cache_root, workers=1, progress=False)
+    left = sorted(p.name for p in cache_root.iterdir() if p.name.startswith(".building-"))
+    assert left == [live.name]

@@ -6,9 +6,14 @@ import hashlib
 import http.server
 import io
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import tarfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,13 +28,15 @@ from kwsbench.data.download import (
     download_archive,
     fetch_official,
 )
+from kwsbench.data.workdirs import host_tag
 from kwsbench.errors import DataError
 
 ARCHIVE = "speech_commands_v0.02.tar.gz"  # the official name, so its published sha256 applies
 
 
-def _make_archive(folder: Path) -> bytes:
-    """A .tar.gz laid out like the official archives (word folders at the top), three short WAVs."""
+def _make_archive(folder: Path, padding: int = 0) -> bytes:
+    """A .tar.gz laid out like the official archives (word folders at the top), three short WAVs, and
+    ``padding`` incompressible bytes in a README (to make a transfer that takes several reads)."""
     buf = io.BytesIO()
     rng = np.random.default_rng(0)
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
@@ -38,7 +45,7 @@ def _make_archive(folder: Path) -> bytes:
             sf.write(wav, rng.uniform(-0.5, 0.5, 1600).astype(np.float32), 16_000, subtype="PCM_16")
             tar.add(wav, arcname=f"./{word}/0a1b2c3d_nohash_0.wav")
         readme = folder / "README.md"
-        readme.write_text("test archive\n")
+        readme.write_bytes(b"test archive\n" + np.random.default_rng(1).bytes(padding))
         tar.add(readme, arcname="./README.md")
     return buf.getvalue()
 
@@ -46,6 +53,7 @@ def _make_archive(folder: Path) -> bytes:
 class _Handler(http.server.BaseHTTPRequestHandler):
     files: dict[str, bytes] = {}
     cut: bool = False  # announce the full length, send half of it, then close
+    stall: threading.Event | None = None  # announce the full length, send half, then wait for this event
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         data = self.files.get(self.path.rsplit("/", 1)[-1])
@@ -55,7 +63,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        self.wfile.write(data[: len(data) // 2] if self.cut else data)
+        if self.stall is not None:
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            self.stall.wait(60)
+        else:
+            self.wfile.write(data[: len(data) // 2] if self.cut else data)
         self.wfile.flush()
         self.close_connection = True
 
@@ -69,13 +82,15 @@ def served(tmp_path: Path) -> Iterator[tuple[str, bytes, type[_Handler]]]:
     src = tmp_path / "src"
     src.mkdir()
     data = _make_archive(src)
-    handler = type("Handler", (_Handler,), {"files": {ARCHIVE: data}, "cut": False})
+    handler = type("Handler", (_Handler,), {"files": {ARCHIVE: data}, "cut": False, "stall": None})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}/data", data, handler
     finally:
+        if handler.stall is not None:
+            handler.stall.set()
         server.shutdown()
         server.server_close()
         thread.join()
@@ -184,3 +199,48 @@ def test_archive_name(dataset: str, version: str, expected: str) -> None:
 def test_archive_name_rejects_unknown(dataset: str, version: str) -> None:
     with pytest.raises(DataError):
         archive_name(dataset, version)
+
+
+_KILLED_DOWNLOAD = """
+import sys
+from kwsbench.data.download import download_archive
+download_archive(sys.argv[1], sys.argv[2], url_base=sys.argv[3], sha256=sys.argv[4], progress=False)
+"""
+
+
+def test_partial_download_of_a_killed_run_is_removed_by_the_next(tmp_path: Path, served) -> None:
+    """SIGKILL mid-transfer leaves the partial archive in its temporary folder; the next download (of
+    anything into that target) removes it because its process is gone."""
+    url, _, handler = served
+    # Over 2 MiB: the download writes 1 MiB reads, so half of it is on disk when the server stalls.
+    data = _make_archive(tmp_path / "src", padding=2_500_000)
+    handler.files = {ARCHIVE: data}
+    handler.stall = threading.Event()
+    target, digest = tmp_path / "sc", hashlib.sha256(data).hexdigest()
+    run = subprocess.Popen([sys.executable, "-c", _KILLED_DOWNLOAD, ARCHIVE, str(target), url, digest])
+    try:
+        deadline = time.monotonic() + 60
+        while not any(p.stat().st_size > 0 for p in tmp_path.glob(f".sc.download-*/{ARCHIVE}")):
+            assert run.poll() is None and time.monotonic() < deadline, "the download never got half-way"
+            time.sleep(0.05)
+    finally:
+        run.send_signal(signal.SIGKILL)
+        run.wait(30)
+    (partial,) = tmp_path.glob(".sc.download-*")
+    assert partial.name.startswith(f".sc.download-{run.pid}@")  # named after the killed process
+    handler.stall.set()
+    handler.stall = None
+    result = download_archive(ARCHIVE, target, url_base=url, sha256=digest, progress=False)
+    assert result.fetched and result.size == len(data)
+    assert _leftovers(tmp_path) == ["sc"]
+
+
+def test_partial_download_of_a_live_run_is_kept(tmp_path: Path, served) -> None:
+    """A concurrent download (its process alive) keeps its temporary folder."""
+    url, data, _ = served
+    live = tmp_path / f".sc.download-{os.getppid()}@{host_tag()}.-abc"
+    live.mkdir()
+    download_archive(
+        ARCHIVE, tmp_path / "sc", url_base=url, sha256=hashlib.sha256(data).hexdigest(), progress=False
+    )
+    assert _leftovers(tmp_path) == [live.name, "sc"]

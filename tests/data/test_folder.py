@@ -11,6 +11,7 @@ import pytest
 from kwsbench.data.datasets import load_dataset
 from kwsbench.data.records import SILENCE, SPLITS, UNKNOWN
 from kwsbench.errors import ConfigError, DataError
+from kwsbench.specs import DatasetSpec
 
 
 @pytest.fixture
@@ -29,7 +30,7 @@ def custom(tmp_path, write_wav):
 
 
 def test_keywords_and_unknown(custom):
-    index = load_dataset("folder", custom, keywords="café,ja")
+    index = load_dataset(DatasetSpec.create("folder", custom, keywords="café,ja"))
     assert index.classes == ["café", "ja", UNKNOWN, SILENCE] and index.protocol == "mini"
     assert {c.word for c in index.clips if c.label == UNKNOWN} <= {"日本", "other"}
     assert Counter(c.label for c in index.clips if c.label != SILENCE and c.label != UNKNOWN) == {
@@ -39,7 +40,7 @@ def test_keywords_and_unknown(custom):
 
 
 def test_mini_split_is_speaker_disjoint_and_balanced(custom):
-    index = load_dataset("folder", custom, keywords=["café", "ja"])
+    index = load_dataset(DatasetSpec.create("folder", custom, keywords=["café", "ja"]))
     speakers = {s: {c.speaker for c in index.clips if c.split == s and c.speaker} for s in SPLITS}
     assert sum(len(v) for v in speakers.values()) == 8
     counts = Counter((c.split, c.label) for c in index.clips)
@@ -50,21 +51,21 @@ def test_mini_split_is_speaker_disjoint_and_balanced(custom):
 
 
 def test_every_folder_is_a_class_without_keywords(custom):
-    index = load_dataset("folder", custom)
+    index = load_dataset(DatasetSpec.create("folder", custom))
     assert index.classes == ["café", "ja", "other", "日本", SILENCE]
 
 
 def test_missing_keyword_is_named(custom):
     with pytest.raises(ConfigError, match="nein"):
-        load_dataset("folder", custom, keywords="ja,nein")
+        load_dataset(DatasetSpec.create("folder", custom, keywords="ja,nein"))
 
 
 def test_bad_file_stops_the_load_or_is_skipped(custom, bad_file, bad_kind):
     bad = bad_file(bad_kind, custom / "ja" / "zed_nohash_0.wav")
     with pytest.raises(DataError) as err:
-        load_dataset("folder", custom, keywords="ja")
+        load_dataset(DatasetSpec.create("folder", custom, keywords="ja"))
     assert str(err.value).startswith(f"{bad}: ") and "--skip-bad" in str(err.value)
-    index = load_dataset("folder", custom, keywords="ja", skip_bad=True)
+    index = load_dataset(DatasetSpec.create("folder", custom, keywords="ja", skip_bad=True))
     assert [s.path for s in index.skipped] == [str(bad)]
     assert all(c.path != bad for c in index.clips)
 
@@ -72,4 +73,4 @@ def test_bad_file_stops_the_load_or_is_skipped(custom, bad_file, bad_kind):
 def test_empty_folder_is_refused(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no label folders"):
-        load_dataset("folder", tmp_path / "empty")
+        load_dataset(DatasetSpec.create("folder", tmp_path / "empty"))

@@ -10,6 +10,7 @@ import pytest
 from kwsbench.data.datasets import load_dataset
 from kwsbench.data.records import SPLITS
 from kwsbench.errors import DataError
+from kwsbench.specs import DatasetSpec
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +19,7 @@ def fsdd(shared_data):
 
 
 def test_official_split_by_take(fsdd):
-    index = load_dataset("fsdd", fsdd)
+    index = load_dataset(DatasetSpec.create("fsdd", fsdd))
     assert index.classes == [str(d) for d in range(10)] and len(index.clips) == 3_000
     # 6 speakers x 10 digits x 5 takes = 300 clips per held-out range of takes.
     assert Counter(c.split for c in index.clips) == {"train": 2_400, "validation": 300, "test": 300}
@@ -30,17 +31,17 @@ def test_official_split_by_take(fsdd):
 
 
 def test_mini_is_speaker_disjoint(fsdd):
-    index = load_dataset("fsdd", fsdd, protocol="mini")
+    index = load_dataset(DatasetSpec.create("fsdd", fsdd, protocol="mini"))
     speakers = {s: {c.speaker for c in index.clips if c.split == s} for s in SPLITS}
     assert sum(len(v) for v in speakers.values()) == 6  # each of the 6 speakers in exactly one split
     assert len(index.clips) == 3_000
 
 
 def test_given_recordings_folder_directly(fsdd):
-    assert len(load_dataset("fsdd", fsdd / "recordings").clips) == 3_000
+    assert len(load_dataset(DatasetSpec.create("fsdd", fsdd / "recordings")).clips) == 3_000
 
 
 def test_foreign_name_is_refused(tmp_path, write_wav):
     write_wav(tmp_path / "recordings" / "hello.wav", [0.1] * 800, sample_rate=8_000)
     with pytest.raises(DataError, match=r"hello\.wav: not an FSDD name"):
-        load_dataset("fsdd", tmp_path)
+        load_dataset(DatasetSpec.create("fsdd", tmp_path))

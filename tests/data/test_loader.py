@@ -14,6 +14,7 @@ from kwsbench.data.cache import ClipCache, as_float32, prepare
 from kwsbench.data.features import LogMel
 from kwsbench.data.loader import iterate_batches, make_augmentation, num_batches
 from kwsbench.errors import ConfigError, DataError
+from kwsbench.specs import DatasetSpec
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,8 @@ def cache(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> ClipCa
     """The v0.01 sample under the 12-class protocol: 12 clips per split (3 silence each), 6 noise files."""
     root = tmp_path_factory.mktemp("cache")
     sample = shared_data / "speech_commands_v0.01_sample"
-    result = prepare("speech_commands", sample, protocol="12", cache_dir=root, workers=1, progress=False)
+    spec = DatasetSpec.create("speech_commands", sample, protocol="12")
+    result = prepare(spec, cache_dir=root, workers=1, progress=False)
     return ClipCache.open(result.path)
 
 
@@ -108,8 +110,18 @@ def test_cache_without_noise_cannot_mix(tmp_path: Path, write_wav, frontend: Log
     for label in ("ja", "nein"):
         for speaker in ("aa", "bb", "cc", "dd"):
             write_wav(root / label / f"{speaker}_nohash_0.wav", np.zeros(16_000, dtype=np.float32))
-    result = prepare("folder", root, cache_dir=tmp_path / "cache", workers=1, progress=False)
+    result = prepare(
+        DatasetSpec.create("folder", root), cache_dir=tmp_path / "cache", workers=1, progress=False
+    )
     cache = ClipCache.open(result.path)
     assert make_augmentation(cache, frontend, noise_probability=0).noise is None
     with pytest.raises(DataError, match="no background noise"):
         make_augmentation(cache, frontend)
+
+
+@pytest.mark.parametrize("size", [0, -3])
+def test_batch_size_below_one_is_a_config_error(cache: ClipCache, frontend: LogMel, size: int) -> None:
+    with pytest.raises(ConfigError, match=f"batch_size={size} must be >= 1"):
+        num_batches(cache, "train", size)
+    with pytest.raises(ConfigError, match=f"batch_size={size} must be >= 1"):
+        next(iterate_batches(cache, "train", size, frontend=frontend))

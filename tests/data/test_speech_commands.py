@@ -13,6 +13,7 @@ from kwsbench.data.datasets import load_dataset
 from kwsbench.data.records import SILENCE, SPLITS, UNKNOWN
 from kwsbench.data.speech_commands import KEYWORDS
 from kwsbench.errors import ConfigError, DataError
+from kwsbench.specs import DatasetSpec
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,7 @@ def sample(shared_data):
 
 @pytest.fixture(scope="module")
 def index12(sample):
-    return load_dataset("speech_commands", sample)
+    return load_dataset(DatasetSpec.create("speech_commands", sample))
 
 
 def test_official_lists_give_36_29_25_word_clips(index12):
@@ -56,20 +57,20 @@ def test_silence_is_cut_from_disjoint_ranges_of_each_noise_file(index12):
 
 
 def test_protocol_35_on_v1_has_30_word_classes(sample):
-    index = load_dataset("speech_commands", sample, protocol="35")
+    index = load_dataset(DatasetSpec.create("speech_commands", sample, protocol="35"))
     assert len(index.classes) == 30 and UNKNOWN not in index.classes and SILENCE not in index.classes
     assert Counter(c.split for c in index.clips) == {"train": 36, "validation": 29, "test": 25}
     assert set(Counter(c.label for c in index.clips).values()) == {3}
 
 
 def test_version_override_gives_35_classes(sample):
-    index = load_dataset("speech_commands", sample, protocol="35", version="v2")
+    index = load_dataset(DatasetSpec.create("speech_commands", sample, protocol="35", version="v2"))
     assert len(index.classes) == 35 and index.version == "v2"
     assert any("no folder for words" in n and "backward" in n for n in index.notes)
 
 
 def test_mini_protocol_is_speaker_disjoint(sample):
-    index = load_dataset("speech_commands", sample, protocol="mini")
+    index = load_dataset(DatasetSpec.create("speech_commands", sample, protocol="mini"))
     speakers = {s: {c.speaker for c in index.clips if c.split == s and c.speaker} for s in SPLITS}
     assert not speakers["train"] & speakers["validation"]
     assert not speakers["train"] & speakers["test"]
@@ -89,7 +90,7 @@ def _tiny_archive(root, write_wav, v2_word=False):
 
 def test_rebalancing_with_chosen_keywords(tmp_path, write_wav):
     root = _tiny_archive(tmp_path / "sc", write_wav)
-    index = load_dataset("speech_commands", root, keywords="yes,no")
+    index = load_dataset(DatasetSpec.create("speech_commands", root, keywords="yes,no"))
     counts = Counter((c.split, c.label) for c in index.clips)
     # train: yes 3 + no 3 -> mean 3, so 3 of the 7 bed clips stay unknown and 3 silence crops are cut;
     # validation: yes 1 + no 0 -> mean 0 (rounded down): no unknown, no silence.
@@ -101,26 +102,26 @@ def test_rebalancing_with_chosen_keywords(tmp_path, write_wav):
 
 def test_v2_word_with_version_v1_is_refused(tmp_path, write_wav):
     root = _tiny_archive(tmp_path / "sc", write_wav, v2_word=True)
-    assert load_dataset("speech_commands", root, protocol="35").version == "v2"
+    assert load_dataset(DatasetSpec.create("speech_commands", root, protocol="35")).version == "v2"
     with pytest.raises(DataError, match="learn"):
-        load_dataset("speech_commands", root, version="v1")
+        load_dataset(DatasetSpec.create("speech_commands", root, version="v1"))
 
 
 def test_missing_folder_names_the_archive(tmp_path):
     with pytest.raises(DataError, match="speech_commands_v0.02.tar.gz from download.tensorflow.org/data/"):
-        load_dataset("speech_commands", tmp_path / "nothing")
+        load_dataset(DatasetSpec.create("speech_commands", tmp_path / "nothing"))
 
 
 def test_missing_lists_and_noise_are_named(tmp_path, write_wav):
     root = _tiny_archive(tmp_path / "sc", write_wav)
     (root / "testing_list.txt").unlink()
     with pytest.raises(DataError, match="testing_list.txt"):
-        load_dataset("speech_commands", root)
+        load_dataset(DatasetSpec.create("speech_commands", root))
     (root / "_background_noise_" / "hum.wav").unlink()
     with pytest.raises(DataError, match="--noise-dir"):
-        load_dataset("speech_commands", root, protocol="mini")
+        load_dataset(DatasetSpec.create("speech_commands", root, protocol="mini"))
 
 
 def test_unknown_protocol_is_a_config_error(sample):
     with pytest.raises(ConfigError, match="--protocol official"):
-        load_dataset("speech_commands", sample, protocol="official")
+        load_dataset(DatasetSpec.create("speech_commands", sample, protocol="official"))

@@ -11,6 +11,7 @@ import pytest
 from kwsbench.cli import main
 from kwsbench.data.records import SPLITS
 from kwsbench.data.summary import format_summary, summarize
+from kwsbench.specs import DatasetSpec
 
 
 def _summary_json(capsys, *args: str) -> dict:
@@ -59,7 +60,8 @@ def test_speech_commands_sample_json(capsys, shared_data):
 
 
 def test_text_summary_is_a_table(shared_data):
-    text = format_summary(summarize("speech_commands", shared_data / "speech_commands_v0.01_sample"))
+    spec = DatasetSpec.create("speech_commands", shared_data / "speech_commands_v0.01_sample")
+    text = format_summary(summarize(spec))
     rows = {line.split()[0]: line.split()[1:] for line in text.splitlines() if line.strip()}
     assert rows["word"] == ["clips", "36", "29", "25"]
     assert rows["_silence_"] == ["1", "1", "1", "3"] and rows["total"] == ["12", "12", "12", "36"]
@@ -96,7 +98,7 @@ def test_skip_bad_counts_the_file(broken_folder, capsys):
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (("--dataset", "nope", "--data-dir", "."), "unknown dataset"),
+        (("--dataset", "nope", "--data-dir", "."), "nope"),
         (("--dataset", "speech_commands", "--data-dir", "/no/such/dir"), "speech_commands_v0.02.tar.gz"),
     ],
 )

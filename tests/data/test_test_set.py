@@ -10,6 +10,7 @@ import pytest
 from kwsbench.data.datasets import load_dataset
 from kwsbench.data.records import SILENCE, SPLITS, UNKNOWN
 from kwsbench.errors import ConfigError
+from kwsbench.specs import DatasetSpec
 
 README_COUNTS = {
     "yes": 334, "no": 333, "up": 343, "down": 323, "left": 339, "right": 314, "on": 324,
@@ -24,12 +25,12 @@ def folder(shared_data):
 
 @pytest.fixture(scope="module")
 def official(folder):
-    return load_dataset("speech_commands_test_set", folder)
+    return load_dataset(DatasetSpec.create("speech_commands_test_set", folder))
 
 
 @pytest.fixture(scope="module")
 def mini(folder):
-    return load_dataset("speech_commands_test_set", folder, protocol="mini")
+    return load_dataset(DatasetSpec.create("speech_commands_test_set", folder, protocol="mini"))
 
 
 def test_official_counts_match_the_readme(official):
@@ -74,10 +75,10 @@ def test_no_duplicate_group_straddles_splits(mini, folder):
 
 
 def test_mini_is_deterministic(mini, folder):
-    again = load_dataset("speech_commands_test_set", folder, protocol="mini")
+    again = load_dataset(DatasetSpec.create("speech_commands_test_set", folder, protocol="mini"))
     assert [(c.path, c.split) for c in again.clips] == [(c.path, c.split) for c in mini.clips]
 
 
 def test_training_protocols_are_refused(folder):
     with pytest.raises(ConfigError, match="--dataset speech_commands"):
-        load_dataset("speech_commands_test_set", folder, protocol="12")
+        load_dataset(DatasetSpec.create("speech_commands_test_set", folder, protocol="12"))
