@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from kwsbench.errors import ConfigError
 from kwsbench.measure.latency import measure_latency, summarize_ns
 from kwsbench.measure.protocol import PROTOCOL_VERSION, Protocol
 
@@ -69,5 +70,8 @@ def test_real_clock_on_a_tiny_function():
 def test_summary_of_a_single_sample_and_protocol_validation():
     r = summarize_ns([2 * MS], Protocol())
     assert (r.median_ms, r.p90_ms, r.iqr_ms, r.n) == (2.0, 2.0, 0.0, 1)
-    with pytest.raises(ValueError, match="timed"):
+    with pytest.raises(ConfigError, match="timed"):
         Protocol(timed="everything")
+    for bad in ({"iterations": 0}, {"warmup": -1}, {"threads": 0}, {"batch": 0}):
+        with pytest.raises(ConfigError, match=f"{next(iter(bad))} must be at least"):
+            Protocol(**bad)
