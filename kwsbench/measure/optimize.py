@@ -1,18 +1,21 @@
 """kwsbench's exactly equivalent inference graph: a model rewritten for eval-mode speed, same outputs.
 
-``inference_graph(model, input_shape)`` returns a new module (the original is untouched) where
+``inference_graph(model, input_shape)`` returns a new module (the original is untouched), rewritten in
+two walks of ``kwsbench.models.rewrite.rewrite_tree``:
 
-* BatchNorm is folded into the neighbouring convolution: ``conv -> BN`` always, ``BN -> conv`` when the
-  convolution has no padding (a 1x1 conv), because zero padding of a shifted input is not a shift;
-* SubSpectral Norm, a per-(channel, sub-band) affine in eval, becomes constants: a per-(channel,
-  frequency) scale and shift (one ``Mul`` and one ``Add`` instead of ``Reshape -> BatchNorm -> Reshape``).
-  Folding them into the frequency-depthwise convolution before it needs per-frequency weights; written
-  as shifted slices that measured slower on ONNX Runtime (more nodes), so the affine stays separate;
-* Dropout is removed, and adaptive average / max pooling to one frequency row (or to 1x1) becomes a
-  plain mean / max reduction (ONNX ``ReduceMean`` instead of an ``AveragePool`` with a derived kernel);
-* in a BC-ResBlock, the average over frequency and the temporal depthwise convolution after it (and so
-  its BatchNorm) become one full-height depthwise convolution with the weights divided by ``F``: zero
-  padding in time commutes with the average, so this is exact, and it removes a reduction per block.
+1. Each module of ours replaces itself through its ``for_inference`` hook, knowing the shapes it sees on
+   ``input_shape``: SubSpectral Norm, a per-(channel, sub-band) affine in eval, becomes per-(channel,
+   frequency) constants (one ``Mul`` and one ``Add`` instead of ``Reshape -> BatchNorm -> Reshape``);
+   frequency pooling becomes a plain mean / max reduction; a BC-ResBlock fuses its average over frequency
+   into the temporal depthwise convolution after it (one full-height depthwise convolution with the
+   weights divided by ``F``: zero padding in time commutes with the average, so this is exact, and it
+   removes a reduction per block).
+2. PyTorch's layers, which cannot carry hooks, through one table (``_torch_layer``): BatchNorm is folded
+   into the neighbouring convolution (``conv -> BN`` always, ``BN -> conv`` when the convolution has no
+   padding (a 1x1 conv), because zero padding of a shifted input is not a shift); Dropout is removed;
+   adaptive average pooling to 1x1 becomes a plain mean (ONNX ``ReduceMean`` instead of an
+   ``AveragePool`` with a derived kernel). Running second, it also folds the BatchNorms that step 1's
+   replacements leave next to a convolution.
 
 On the exported ONNX graph, :func:`merge_add_chains` turns chains of ``Add`` (BC-ResNet's
 ``aux + temporal + x``) into one ``Sum`` node: fewer nodes, less per-node dispatch at batch 1.
@@ -30,8 +33,20 @@ import onnx
 import torch
 from torch import nn
 
-from kwsbench.models.bcresnet import BCResBlock
-from kwsbench.models.layers import FrequencyPool, SubSpectralNorm
+from kwsbench.models.fused import ChannelFrequencyAffine, FrequencyReduce, bn_scale_shift
+from kwsbench.models.layers import SubSpectralNorm
+from kwsbench.models.rewrite import InferenceContext, rewrite_tree
+
+__all__ = [
+    "ChannelFrequencyAffine",
+    "FrequencyReduce",
+    "GlobalMean",
+    "fold_bn_conv",
+    "fold_conv_bn",
+    "inference_graph",
+    "merge_add_chains",
+    "ssn_as_affine",
+]
 
 _CONV = (nn.Conv1d, nn.Conv2d)
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d)
@@ -39,51 +54,11 @@ _FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorPro
 _DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout)
 
 
-class ChannelFrequencyAffine(nn.Module):
-    """``y = x * scale + shift`` with constants shaped ``(C, F, 1)``: an eval-mode SubSpectral Norm.
-
-    ``(B, C, F, T) -> (B, C, F, T)``.
-    """
-
-    def __init__(self, scale: torch.Tensor, shift: torch.Tensor):
-        super().__init__()
-        self.register_buffer("scale", scale)
-        self.register_buffer("shift", shift)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.addcmul(self.shift, x, self.scale)
-
-
-class FrequencyReduce(nn.Module):
-    """Mean or max over the frequency axis: ``(B, C, F, T) -> (B, C, 1, T)``."""
-
-    def __init__(self, mode: str):
-        super().__init__()
-        self.mode = mode
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.mode == "avg":
-            return x.mean(dim=2, keepdim=True)
-        return x.amax(dim=2, keepdim=True)
-
-
 class GlobalMean(nn.Module):
     """Mean over every axis after the channels, kept as size 1: ``(B, C, *S) -> (B, C, 1, ...)``."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.mean(dim=tuple(range(2, x.dim())), keepdim=True)
-
-
-def _bn_scale_shift(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
-    """The eval-mode BatchNorm as ``x * scale + shift`` per channel, ``(C,)`` each."""
-    assert bn.running_mean is not None and bn.running_var is not None, "BatchNorm without running stats"
-    scale = torch.rsqrt(bn.running_var.double() + bn.eps)
-    if bn.weight is not None:
-        scale = scale * bn.weight.double()
-    shift = -bn.running_mean.double() * scale
-    if bn.bias is not None:
-        shift = shift + bn.bias.double()
-    return scale, shift
 
 
 def _conv_with(conv: nn.Module, weight: torch.Tensor, bias: torch.Tensor) -> nn.Module:
@@ -101,7 +76,7 @@ def _conv_bias(conv: nn.Module) -> torch.Tensor:
 
 def fold_conv_bn(conv: nn.Module, bn: nn.Module) -> nn.Module:
     """``conv -> BN`` as one convolution: output channel ``o`` scaled by ``s[o]``, bias ``b*s + t``."""
-    scale, shift = _bn_scale_shift(bn)
+    scale, shift = bn_scale_shift(bn)
     view = (-1,) + (1,) * (conv.weight.dim() - 1)
     return _conv_with(conv, conv.weight.double() * scale.view(view), _conv_bias(conv) * scale + shift)
 
@@ -116,7 +91,7 @@ def _can_fold_bn_into(conv: nn.Module) -> bool:
 
 def fold_bn_conv(bn: nn.Module, conv: nn.Module) -> nn.Module:
     """``BN -> conv`` (no padding) as one convolution: input channel ``i`` scaled by ``s[i]``."""
-    scale, shift = _bn_scale_shift(bn)
+    scale, shift = bn_scale_shift(bn)
     w = conv.weight.double()
     if conv.groups == 1:
         weight = w * scale.view((1, -1) + (1,) * (w.dim() - 2))
@@ -129,14 +104,7 @@ def fold_bn_conv(bn: nn.Module, conv: nn.Module) -> nn.Module:
 
 def ssn_as_affine(ssn: SubSpectralNorm, frequencies: int) -> ChannelFrequencyAffine:
     """An eval-mode SubSpectral Norm as per-(channel, frequency) constants ``(C, F, 1)``."""
-    scale, shift = _bn_scale_shift(ssn.bn)  # (C * S,), feature c * S + s
-    c, s = ssn.num_channels, ssn.num_subbands
-    band = frequencies // s
-
-    def per_frequency(v: torch.Tensor) -> torch.Tensor:
-        return v.view(c, s, 1).expand(c, s, band).reshape(c, frequencies, 1).float()
-
-    return ChannelFrequencyAffine(per_frequency(scale), per_frequency(shift))
+    return ssn.as_affine(frequencies)
 
 
 def _fold_pair(a: nn.Module, b: nn.Module) -> nn.Module | None:
@@ -168,35 +136,10 @@ def _fold_sequence(mods: list[nn.Module]) -> list[nn.Module]:
     return out
 
 
-def fuse_pool_into_temporal_conv(block: BCResBlock, frequencies: int) -> None:
-    """In place: ``mean over F -> 1 x k temporal depthwise conv`` becomes one ``F x k`` depthwise conv."""
-    if not isinstance(block.pool, FrequencyPool) or block.pool.mode != "avg":
-        return  # max over frequency does not commute with the convolution
-    temporal = block.f1[0][0]
-    c, _, kf, kt = temporal.weight.shape
-    assert kf == 1, "BC-ResBlock's temporal convolution has a 1 x k kernel"
-    fused = nn.Conv2d(
-        c,
-        c,
-        (frequencies, kt),
-        padding=(0, temporal.padding[1]),
-        dilation=(1, temporal.dilation[1]),
-        groups=c,
-        bias=False,
-    )
-    fused.weight = nn.Parameter(temporal.weight.detach().expand(c, 1, frequencies, kt) / frequencies)
-    block.f1[0][0] = fused
-    block.pool = nn.Identity()
-
-
-def _replace(module: nn.Module, freq_of: dict[int, int]) -> nn.Module:
-    """The eval-mode replacement of one module (children already rewritten)."""
+def _torch_layer(module: nn.Module, _ancestors: tuple[nn.Module, ...]) -> nn.Module:
+    """The eval-mode replacement of a PyTorch layer (children already rewritten), else the module itself."""
     if isinstance(module, _DROPOUT):
         return nn.Identity()
-    if isinstance(module, SubSpectralNorm) and id(module) in freq_of:
-        return ssn_as_affine(module, freq_of[id(module)])
-    if isinstance(module, FrequencyPool):
-        return FrequencyReduce(module.mode)
     if isinstance(module, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)):
         size = module.output_size
         if all(s == 1 for s in (size if isinstance(size, tuple) else (size,))):
@@ -206,29 +149,33 @@ def _replace(module: nn.Module, freq_of: dict[int, int]) -> nn.Module:
     return module
 
 
-def _rewrite(module: nn.Module, freq_of: dict[int, int]) -> nn.Module:
-    if isinstance(module, BCResBlock) and id(module.pool) in freq_of:
-        fuse_pool_into_temporal_conv(module, freq_of[id(module.pool)])
-    for name, child in list(module.named_children()):
-        setattr(module, name, _rewrite(child, freq_of))
-    return _replace(module, freq_of)
+def _own_form(context: InferenceContext):
+    def visit(module: nn.Module, _ancestors: tuple[nn.Module, ...]) -> nn.Module:
+        hook = getattr(module, "for_inference", None)
+        return module if hook is None else hook(context)
+
+    return visit
 
 
-def _ssn_frequencies(model: nn.Module, example: torch.Tensor) -> dict[int, int]:
-    """The frequency size each SubSpectralNorm and FrequencyPool sees on ``example`` (one forward pass)."""
-    sizes: dict[int, int] = {}
-    hooks = [
-        m.register_forward_pre_hook(lambda mod, args: sizes.__setitem__(id(mod), args[0].shape[2]))
-        for m in model.modules()
-        if isinstance(m, (SubSpectralNorm, FrequencyPool))
-    ]
+def _observe(model: nn.Module, example: torch.Tensor) -> InferenceContext:
+    """The input and output shape every module of ``model`` sees on ``example`` (one forward pass)."""
+    inputs: dict[int, tuple[int, ...]] = {}
+    outputs: dict[int, tuple[int, ...]] = {}
+
+    def record(module: nn.Module, args: tuple, output) -> None:
+        if args and isinstance(args[0], torch.Tensor):
+            inputs[id(module)] = tuple(args[0].shape)
+        if isinstance(output, torch.Tensor):
+            outputs[id(module)] = tuple(output.shape)
+
+    hooks = [m.register_forward_hook(record) for m in model.modules()]
     try:
         with torch.no_grad():
             model(example)
     finally:
         for h in hooks:
             h.remove()
-    return sizes
+    return InferenceContext(inputs, outputs)
 
 
 def inference_graph(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
@@ -238,8 +185,10 @@ def inference_graph(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module
     frequency), so the graph is valid for any batch and frame count with that frequency size.
     """
     graph = copy.deepcopy(model).eval()
-    freq_of = _ssn_frequencies(graph, torch.zeros(input_shape))
-    graph = _rewrite(graph, freq_of)
+    dtype = next((p.dtype for p in graph.parameters()), torch.float32)  # a float64 model sees float64
+    context = _observe(graph, torch.zeros(input_shape, dtype=dtype))
+    graph = rewrite_tree(graph, _own_form(context))
+    graph = rewrite_tree(graph, _torch_layer)
     for p in graph.parameters():
         p.requires_grad_(False)
     return graph

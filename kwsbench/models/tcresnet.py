@@ -71,6 +71,9 @@ class TCResNet(nn.Module):
     ``width`` multiplies every channel count and truncates (TC-ResNet-1.5: 24 | 36, 48, 72).
     """
 
+    # Layout-agnostic, but its (1 x T) maps measured no gain from channels-last training: kept NCHW.
+    channels_last_safe = False
+
     def __init__(
         self,
         num_classes: int = 12,
