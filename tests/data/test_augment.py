@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import soundfile as sf
 import torch
+from torch import nn
 
 from kwsbench.data.augment import (
     Augmentation,
@@ -163,3 +164,46 @@ def test_augmentation_composes_and_shifts_only_noised_clips(speech, background):
     assert augmented.shape == (8, 1, 40, 101)
     assert torch.equal(augmented, full(speech, generator=seeded(0)))
     assert not torch.equal(augmented, plain)
+
+
+def _impulses(batch: int) -> torch.Tensor:
+    impulse = torch.zeros(batch, 16000)
+    impulse[:, 8000] = 1.0
+    return impulse
+
+
+def test_composed_pipeline_shifts_each_noised_clip_by_a_uniform_amount():
+    # Silent noise and no frontend: the output is the shifted waveform, so each clip's impulse shows its shift.
+    silent = NoiseMixer(torch.zeros(1, 16000), probability=1.0)
+    pipeline = Augmentation(nn.Identity(), time_shift=TimeShift(1600), noise=silent)
+    out = pipeline(_impulses(256), generator=seeded(3))
+    assert torch.all(out.amax(dim=1) == 1.0)  # |shift| <= 1600 keeps the impulse inside the clip
+    shifts = (8000 - out.argmax(dim=1)).double()
+    assert shifts.abs().max() <= 1600 and len(shifts.unique()) > 200
+    # A uniform integer on [-1600, 1600]: mean 0, std 924.2; over 256 clips the sample mean's standard
+    # error is 924.2 / 16 = 58 and the std's about 924.2 * sqrt(0.8 / (4 * 256)) = 26 (kurtosis 1.8).
+    # Five standard errors either way.
+    assert shifts.mean().abs() < 5 * 58
+    assert abs(shifts.std().item() - 924.2) < 5 * 26
+
+
+def test_composed_pipeline_shifts_only_picked_clips_unless_told_otherwise():
+    silent = NoiseMixer(torch.zeros(1, 16000), probability=0.5)
+    picked_only = Augmentation(nn.Identity(), time_shift=TimeShift(1600), noise=silent)
+    unshifted = (picked_only(_impulses(256), generator=seeded(4)).argmax(dim=1) == 8000).sum().item()
+    # Binomial(256, 0.5) clips not picked (mean 128, sd 8), plus 1 in 3201 drawn shifts of 0: 5 sd.
+    assert abs(unshifted - 128) < 5 * 8
+    every_clip = Augmentation(nn.Identity(), time_shift=TimeShift(1600), noise=silent, shift_with_noise=False)
+    assert (every_clip(_impulses(256), generator=seeded(4)).argmax(dim=1) == 8000).sum() < 5
+
+
+def test_composed_shift_changes_the_features_of_real_speech(speech, background):
+    # Same generator, same draws for noise and masks: only the shift amount differs from the zero-shift twin.
+    def pipeline(max_shift: int) -> Augmentation:
+        return Augmentation(
+            LogMel(), time_shift=TimeShift(max_shift), noise=NoiseMixer(background, probability=1.0)
+        )
+
+    shifted, zero = pipeline(1600)(speech, generator=seeded(0)), pipeline(0)(speech, generator=seeded(0))
+    assert torch.equal(pipeline(0)(speech, generator=seeded(0)), zero)
+    assert (shifted - zero).abs().amax(dim=(1, 2, 3)).min() > 1.0  # every clip moved, by whole frames

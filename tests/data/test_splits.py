@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import math
+import re
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from kwsbench.data.datasets import load_dataset
 from kwsbench.data.duplicates import find_duplicate_groups, fingerprint, unify_duplicate_splits
-from kwsbench.data.records import CLIP_SAMPLES, Clip
+from kwsbench.data.records import CLIP_SAMPLES, SPLITS, Clip
 from kwsbench.data.splits import (
     NOISE_RANGES,
     assign_mini,
@@ -20,6 +24,7 @@ from kwsbench.data.splits import (
     speaker_from_stem,
 )
 from kwsbench.errors import ConfigError, DataError
+from kwsbench.specs import DatasetSpec
 
 
 def test_mini_hash_is_sha1_of_the_key():
@@ -100,3 +105,76 @@ def test_duplicate_group_moves_to_its_first_members_split():
     clips = [Clip(b, "y", "train"), Clip(a, "x", "test"), Clip(c, "z", "validation")]
     out, moved = unify_duplicate_splits(clips, [[a, b, c]])
     assert [x.split for x in out] == ["test", "test", "test"] and moved == 2
+
+
+def _within_binomial(counts: Counter, group_sizes: list[int], fractions) -> None:
+    """Split sizes within 5 standard deviations of ``fraction * total``. Whole groups (a speaker's clips)
+    fall into a split together, each independently with the split's probability (SHA-1 as a random
+    hash), so a split's size has variance ``p (1 - p) * sum(n_g^2)``."""
+    total, squares = sum(group_sizes), sum(n * n for n in group_sizes)
+    assert sum(counts.values()) == total
+    for split, p in zip(SPLITS, fractions, strict=True):
+        sd = math.sqrt(p * (1 - p) * squares)
+        assert abs(counts[split] - p * total) <= 5 * sd, (
+            f"{split}: {counts[split]} clips, {p * total:.0f} +- {sd:.0f}"
+        )
+
+
+def test_mini_fractions_hold_over_many_speakers():
+    # 3,000 speakers of 1-4 clips: every split gets its share of whole speakers, none shared.
+    clips = [
+        Clip(Path(f"w/spk{s:04d}_nohash_{i}.wav"), "w", "train", speaker=f"spk{s:04d}")
+        for s in range(3000)
+        for i in range(1 + s % 4)
+    ]
+    for fractions in ((0.8, 0.1, 0.1), (0.5, 0.3, 0.2)):
+        out = assign_mini(clips, fractions)
+        splits_of = defaultdict(set)
+        for clip in out:
+            splits_of[clip.speaker].add(clip.split)
+        assert all(len(s) == 1 for s in splits_of.values())
+        _within_binomial(Counter(c.split for c in out), [1 + s % 4 for s in range(3000)], fractions)
+
+
+_SPEAKER_ID = re.compile(r"([0-9a-f]{8})_nohash_")
+
+
+def _mini_groups(clips) -> dict[str, set[str]]:
+    """Splits per hashing unit, read from the file names independently of kwsbench's own speaker parsing:
+    the 8-hex speaker id before ``_nohash_`` (keyword and unknown-word clips alike), else the file name."""
+    groups: dict[str, set[str]] = defaultdict(set)
+    for clip in clips:
+        match = _SPEAKER_ID.search(clip.path.name)
+        groups[match.group(1) if match else f"{clip.path.parent.name}/{clip.path.name}"].add(clip.split)
+    return groups
+
+
+def _check_mini(index) -> Counter:
+    groups = _mini_groups(index.clips)
+    leaking = {g: s for g, s in groups.items() if len(s) > 1}
+    assert not leaking, f"speakers in more than one split: {dict(list(leaking.items())[:3])}"
+    sizes = Counter()
+    for clip in index.clips:
+        match = _SPEAKER_ID.search(clip.path.name)
+        sizes[match.group(1) if match else f"{clip.path.parent.name}/{clip.path.name}"] += 1
+    counts = Counter(c.split for c in index.clips)
+    _within_binomial(counts, list(sizes.values()), (0.8, 0.1, 0.1))
+    return counts
+
+
+def test_mini_on_the_official_test_set_is_pinned_speaker_disjoint_and_binomial(shared_data):
+    folder = shared_data / "speech_commands_test_set_v0.02"
+    index = load_dataset(DatasetSpec.create("speech_commands_test_set", folder, protocol="mini"))
+    counts = _check_mini(index)
+    assert all(counts[s] > 0 for s in SPLITS)
+    # A deterministic hash of the speaker ids: these exact sizes for this folder (`kwsbench data summary`).
+    assert counts == {"train": 2_867, "validation": 617, "test": 481}
+
+
+def test_mini_on_the_speech_commands_sample_is_speaker_disjoint_and_binomial(shared_data):
+    folder = shared_data / "speech_commands_v0.01_sample"
+    index = load_dataset(DatasetSpec.create("speech_commands", folder, protocol="mini"))
+    # Only ten hashing units (speakers and noise files) here: all ten fall into train, a 0.8^10 = 11 %
+    # event, so empty validation and test splits are right for this folder; the bound still holds.
+    counts = _check_mini(index)
+    assert counts == {"train": 36} and len(_mini_groups(index.clips)) == 10

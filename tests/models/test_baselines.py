@@ -143,6 +143,8 @@ def test_res8_shortcut_is_added_after_even_layers():
         model(x)
         conv0 = torch.relu(model.conv0(x.transpose(2, 3)))
     assert conv0.shape == (1, 45, 101, 40)
+    # float32 defaults (rtol 1.3e-6, atol 1e-5): one convolution twice, maybe through another kernel for
+    # another memory layout (~1e-7 relative apart); the wrong layer's map would differ by O(1).
     torch.testing.assert_close(seen["in"], conv0)
 
 
@@ -228,6 +230,9 @@ def test_kwt_classifies_the_class_token_of_post_norm_blocks():
     assert seen["blocks"].shape == (2, 99, 64)  # class token + one token per frame
     torch.testing.assert_close(seen["head"], seen["blocks"][:, 0], rtol=0, atol=0)
     # Post-norm: every token leaving the encoder is layer-normalised (fresh LayerNorm: weight 1, bias 0).
+    # Means of 64 normalised float32 values round at ~1e-7 (1e-5: 80 eps32); an un-normalised token's
+    # mean is O(0.1). The variance is s2 / (s2 + 1e-6) by LayerNorm's eps, 1 - 1e-6 here (pre-norm s2 ~ 1),
+    # plus rounding ~1e-7; 1e-3 also admits tokens of s2 down to 1e-3, and a missing norm moves it by O(1).
     torch.testing.assert_close(seen["blocks"].mean(-1), torch.zeros(2, 99), atol=1e-5, rtol=0)
     torch.testing.assert_close(seen["blocks"].var(-1, unbiased=False), torch.ones(2, 99), atol=1e-3, rtol=0)
 
