@@ -11,8 +11,6 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import inspect
-import math
-import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +19,7 @@ from torch import nn
 
 from kwsbench.errors import ModelError
 from kwsbench.specs import InputSpec  # noqa: F401  (re-exported: families declare their input with it)
+from kwsbench.typecheck import fits, type_name
 
 
 @dataclass(frozen=True)
@@ -111,29 +110,6 @@ def _keyword_options(fn: Callable) -> dict[str, object]:
     }
 
 
-def _fits(value: object, hint: object) -> bool:
-    """Whether an override value has the annotated type (a float must be finite; a bool is not a number)."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_fits(value, arm) for arm in typing.get_args(hint))
-    if origin is typing.Literal:
-        return value in typing.get_args(hint)
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    base = origin or hint
-    return isinstance(value, base) if isinstance(base, type) and base is not object else True
-
-
-def _type_name(hint: object) -> str:
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
-
-
 @dataclass
 class _Registry:
     models: dict[str, ModelInfo] = field(default_factory=dict)
@@ -209,15 +185,15 @@ def create_model(name: str, num_classes: int = 12, **overrides) -> nn.Module:
         raise ModelError(
             f"model {name!r} has no option {', '.join(map(repr, bad))}; its options are: {', '.join(allowed)}"
         )
-    if not _fits(num_classes, int) or num_classes < 1:
+    if not fits(num_classes, int) or num_classes < 1:
         raise ModelError(f"num_classes must be a whole number of at least 1, got {num_classes!r}")
     # Checked here, before any allocation: a string width ('2') would otherwise build a model with
     # int(8 * '2') = 22,222,222 channels and fail only after gigabytes.
     expected = info.option_types()
     for option, value in overrides.items():
-        if not _fits(value, expected[option]):
+        if not fits(value, expected[option]):
             raise ModelError(
-                f"model {name!r} option {option}={value!r}: expected {_type_name(expected[option])}"
+                f"model {name!r} option {option}={value!r}: expected {type_name(expected[option])}"
                 + (" (finite)" if expected[option] is float else "")
             )
     return info.constructor(num_classes=num_classes, **overrides)

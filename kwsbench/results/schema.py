@@ -10,13 +10,13 @@ Schema history: version 1 (this one).
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from kwsbench.errors import KwsbenchError
+from kwsbench.typecheck import fits
 
 SCHEMA_VERSION = 1
 
@@ -57,7 +57,7 @@ class Record:
             raise RecordError(f"{where}{cls.KIND} record lacks field {missing[0]!r}")
         hints = typing.get_type_hints(cls)
         for name, value in data.items():
-            if not _conforms(value, hints[name]):
+            if not fits(value, hints[name], finite=False):
                 raise RecordError(f"{where}{cls.KIND} record field {name!r}: {value!r} is not {hints[name]}")
         return cls(**data)
 
@@ -70,27 +70,6 @@ def _check_version(version: object, where: str) -> None:
             f"{where}record has schema_version {version}, newer than this kwsbench's {SCHEMA_VERSION}; "
             "upgrade kwsbench to read it"
         )
-
-
-def _conforms(value: object, hint: object) -> bool:
-    """A shallow type check of a JSON value against a field's annotation (containers by their outer type)."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_conforms(value, h) for h in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
-    if hint is Any:
-        return True
-    base = origin or hint
-    if base is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if base is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if base is list:
-        return isinstance(value, list)
-    if base is dict:
-        return isinstance(value, dict)
-    return isinstance(value, base) if isinstance(base, type) else True
 
 
 @dataclass

@@ -10,9 +10,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
-import math
 import os
-import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,6 +20,7 @@ from typing import Any
 from kwsbench import settings
 from kwsbench.errors import ConfigError
 from kwsbench.specs import DatasetSpec
+from kwsbench.typecheck import fits, type_name
 
 
 @dataclass(frozen=True)
@@ -147,23 +146,6 @@ class Experiment:
         return out
 
 
-def _fits(value: object, hint: object) -> bool:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_fits(value, arm) for arm in typing.get_args(hint))
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if hint is str:
-        return isinstance(value, str)
-    if origin is tuple:
-        return isinstance(value, (list, tuple))
-    return True
-
-
 def make_dataclass(cls: type, values: object, where: str, section: str) -> Any:
     """``cls(**values)`` with every key and type checked; errors name the key and ``where`` (the file)."""
     if values is None:
@@ -175,10 +157,8 @@ def make_dataclass(cls: type, values: object, where: str, section: str) -> Any:
     for key, value in values.items():
         if key not in names:
             raise ConfigError(f"{where}: unknown key {section}.{key}; the keys are: {', '.join(names)}")
-        if not _fits(value, hints[key]):
-            raise ConfigError(
-                f"{where}: {section}.{key}: {value!r} is not {getattr(hints[key], '__name__', hints[key])}"
-            )
+        if not fits(value, hints[key]):
+            raise ConfigError(f"{where}: {section}.{key}: {value!r} is not {type_name(hints[key])}")
     converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     try:
         return cls(**converted)
@@ -204,7 +184,7 @@ def _expand(value: object) -> object:
 def _list_of(value: object, where: str, key: str, kind: type) -> tuple:
     items = value if isinstance(value, list) else [value]
     for item in items:
-        if kind is int and not _fits(item, int):
+        if kind is int and not fits(item, int):
             raise ConfigError(f"{where}: grid.{key}: {item!r} is not a whole number")
         if kind is str and not isinstance(item, str):
             raise ConfigError(f"{where}: grid.{key}: {item!r} is not a model name")
@@ -245,7 +225,7 @@ def experiment_from_dict(values: object, where: str = "<experiment>") -> Experim
     if device not in ("cpu", "cuda"):
         raise ConfigError(f"{where}: device must be cpu or cuda, got {device!r}")
     threads = values.get("threads", 2)
-    if not _fits(threads, int) or threads < 1:
+    if not fits(threads, int) or threads < 1:
         raise ConfigError(f"{where}: threads must be a whole number of at least 1, got {threads!r}")
     experiment = Experiment(
         name=name,
