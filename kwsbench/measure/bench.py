@@ -21,7 +21,7 @@ from tqdm import tqdm
 from kwsbench.errors import ConfigError, KwsbenchError
 from kwsbench.measure.backends import (
     EXACT_BACKENDS,
-    PARITY_ATOL,
+    parity_bound,
     check_backends,
     export_onnx,
     prepare_backend,
@@ -106,8 +106,9 @@ def _run_pair(
         )
         record.note = prepared.note
         record.max_abs_diff = float(np.abs(prepared.output - reference).max())
-        if backend in EXACT_BACKENDS and not record.max_abs_diff <= PARITY_ATOL:
-            record.status = f"parity failed: max |diff| {record.max_abs_diff:.3g} > {PARITY_ATOL} vs eager"
+        bound = parity_bound(reference)
+        if backend in EXACT_BACKENDS and not record.max_abs_diff <= bound:
+            record.status = f"parity failed: max |diff| {record.max_abs_diff:.3g} > {bound:.3g} vs eager"
         result = measure_latency(prepared.run, threads=protocol.threads, protocol=protocol)
     except Exception as err:  # noqa: BLE001 - one pair failing must not stop the bench
         log.info("%s on %s failed", name, backend, exc_info=True)

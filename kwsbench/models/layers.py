@@ -65,8 +65,11 @@ class SubSpectralNorm(nn.Module):
         c, s = self.num_channels, self.num_subbands
         band = frequencies // s
 
+        dtype = self.bn.running_var.dtype if self.bn.running_var is not None else torch.float32
+
         def per_frequency(v: torch.Tensor) -> torch.Tensor:
-            return v.view(c, s, 1).expand(c, s, band).reshape(c, frequencies, 1).float()
+            # Constants in the model's own dtype, detached: the graph is for inference, not for autograd.
+            return v.detach().view(c, s, 1).expand(c, s, band).reshape(c, frequencies, 1).to(dtype)
 
         return ChannelFrequencyAffine(per_frequency(scale), per_frequency(shift))
 

@@ -51,8 +51,10 @@ def test_shapes_and_counts(cache: ClipCache, frontend: LogMel) -> None:
 def test_plain_features_are_the_frontend_of_the_cached_clips(cache: ClipCache, frontend: LogMel) -> None:
     features, labels = _collect(iterate_batches(cache, "validation", 4, frontend=frontend, shuffle=False))
     waves, want_labels = cache.split("validation")
-    expected = frontend(torch.from_numpy(as_float32(np.asarray(waves))))
-    torch.testing.assert_close(features, expected)
+    # The same batches of 4 in cache order through the same frontend: bit-identical, on any CPU.
+    clips = torch.from_numpy(as_float32(np.asarray(waves)))
+    expected = torch.cat([frontend(clips[i : i + 4]) for i in range(0, len(clips), 4)])
+    assert torch.equal(features, expected)
     assert labels.tolist() == want_labels.tolist()
 
 
@@ -64,8 +66,11 @@ def test_shuffle_visits_every_clip_once_in_a_seeded_order(cache: ClipCache, fron
     assert torch.equal(a, b) and torch.equal(feats_a, feats_b)
     assert not torch.equal(feats_a, plain) and not torch.equal(feats_a, feats_c)
     assert Counter(a.tolist()) == Counter(plain_labels.tolist())
-    # Each clip exactly once: the same multiset of per-clip feature sums.
-    torch.testing.assert_close(feats_a.sum((1, 2, 3)).sort().values, plain.sum((1, 2, 3)).sort().values)
+    # Each clip exactly once: the same multiset of per-clip feature sums. Other batch mates change only float32
+    # rounding (~1e-6 of a sum); two different clips' sums differ by far more than 1e-4 of it.
+    torch.testing.assert_close(
+        feats_a.sum((1, 2, 3)).sort().values, plain.sum((1, 2, 3)).sort().values, rtol=1e-4, atol=0
+    )
 
 
 def test_augmentation_is_seeded_and_changes_features(cache: ClipCache, frontend: LogMel) -> None:

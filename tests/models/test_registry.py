@@ -56,9 +56,11 @@ def test_eval_mode_is_deterministic(name):
         ya, ya2, yb = a(x), a(x), b(x)
     assert torch.equal(ya, ya2)
     assert torch.equal(ya, yb)
-    # Batch independence in eval mode: a sample's logits do not depend on its batch mates.
+    # Batch independence in eval mode: a sample's logits do not depend on its batch mates. Another batch
+    # size may pick other kernels (float32 rounding, ~1e-6 of the logits' scale); a layer that mixes batch
+    # mates (BatchNorm left in training mode) moves them by a sizeable part of it.
     with torch.no_grad():
-        torch.testing.assert_close(a(x[:1]), ya[:1], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(a(x[:1]), ya[:1], rtol=0, atol=1e-3 * float(ya.abs().max()))
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -91,13 +93,16 @@ def test_exports_with_torch_export_and_torchscript(name):
     with torch.no_grad():
         expected = model(x)
     program = torch.export.export(model, (x,))
+    # The exported and traced graphs run the same aten ops, so they agree to float32 rounding of the logits'
+    # scale; a dropped or reordered layer would not.
+    atol = 1e-4 * float(expected.abs().max())
     with torch.no_grad():
-        torch.testing.assert_close(program.module()(x), expected, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(program.module()(x), expected, rtol=0, atol=atol)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(model, x)
     with torch.no_grad():
-        torch.testing.assert_close(traced(x), expected, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(traced(x), expected, rtol=0, atol=atol)
 
 
 def test_bcresnet_exact_counts_at_every_width():
