@@ -98,6 +98,9 @@ def _start(root: Path, cache: Path, *, moment: str) -> tuple[subprocess.Popen, l
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its own process group, as a shell gives a foreground job
+        # A shell runs background jobs with SIGINT ignored, and Python then never raises KeyboardInterrupt:
+        # give the child the default disposition, as a terminal's foreground job has.
+        preexec_fn=_default_sigint,
     )
     deadline = time.monotonic() + _WAIT
     while True:
@@ -170,3 +173,7 @@ def test_killed_parent_takes_its_workers_along(digits: Path, tmp_path: Path, sig
     assert not result.hit and sum(result.clips.values()) == 200
     assert [p.name for p in cache.iterdir()] == [Path(result.path).name]
     assert sum(ClipCache.open(result.path).counts().values()) == 200
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

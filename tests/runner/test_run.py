@@ -35,6 +35,9 @@ def _cli(*args: str, cache: Path) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        # A shell runs background jobs with SIGINT ignored, and Python then never raises KeyboardInterrupt:
+        # give the child the default disposition, as a terminal's foreground job has.
+        preexec_fn=_default_sigint,
     )
 
 
@@ -234,3 +237,7 @@ def test_cuda_without_a_gpu_is_one_line(tiny_folder, tmp_path, capsys):
     argv = _train_argv(tiny_folder, tmp_path / "run", tmp_path / "cache", "--epochs", "1", "--device", "cuda")
     assert main(argv) == 2
     assert "no CUDA GPU" in capsys.readouterr().err
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
