@@ -13,6 +13,7 @@ from kwsbench.data.augment import (
     SpecAugment,
     TimeShift,
     mask_bands,
+    shift_waveform,
     specaugment_for_tau,
 )
 from kwsbench.data.features import LogMel
@@ -57,6 +58,20 @@ def test_shift_fills_with_zeros_and_keeps_unselected_clips():
     shifted = TimeShift()(ones, seeded(1), selected)
     assert torch.equal((shifted == 0).sum(dim=1), shifts.abs() * selected)
     assert torch.equal(shifted[~selected], ones[~selected])
+
+
+def test_shift_matches_slicing_per_clip_even_past_the_clip_length(speech):
+    """out[b] = x[b, s:] + zeros (s > 0) or zeros + x[b, :L + s] (s < 0), the official code's slicing."""
+    length = speech.shape[1]
+    shifts = torch.tensor([0, 1, -1, 1600, -1600, length - 1, -(length - 1), length + 5])
+    out = shift_waveform(speech, shifts)
+    for clip, s, row in zip(speech, shifts.tolist(), out, strict=True):
+        expected = torch.zeros(length)
+        if 0 <= s < length:
+            expected[: length - s] = clip[s:]
+        elif -length < s < 0:
+            expected[-s:] = clip[: length + s]
+        assert torch.equal(row, expected), s
 
 
 def test_shift_is_reproducible_from_the_seed(speech):
