@@ -8,16 +8,15 @@ rebuilds the model from it; nothing else is needed.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from kwsbench.atomic import write_atomically
 from kwsbench.errors import ModelError
 from kwsbench.models.registry import create_model, model_info
 from kwsbench.specs import InputSpec
@@ -28,19 +27,7 @@ _KEYS = ("format", "state_dict", "model", "options", "num_classes", "labels", "i
 
 def atomic_save(obj: object, path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary file beside ``path``, then rename: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_atomically(path, lambda f: torch.save(obj, f))
 
 
 def save_checkpoint(

@@ -13,10 +13,10 @@ import fcntl
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from kwsbench.atomic import write_json_atomically
 from kwsbench.results.schema import Record, RecordError, record_from_dict
 
 log = logging.getLogger(__name__)
@@ -104,19 +104,9 @@ def read_records(path: str | os.PathLike, kind: type[Record] | None = None) -> l
 def write_json(path: str | os.PathLike, records: Iterable[Record]) -> None:
     """Write records as one JSON list, atomically (temporary file, then rename)."""
     path = Path(path)
-    payload = json.dumps([r.to_dict() for r in records], indent=2, ensure_ascii=False, allow_nan=False)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(
-            "w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", delete=False
-        ) as tmp:
-            tmp.write(payload + "\n")
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.replace(tmp.name, path)
+        write_json_atomically(path, [r.to_dict() for r in records])
     except OSError as err:
-        with contextlib.suppress(NameError, OSError):
-            os.unlink(tmp.name)
         raise _open_error(path, err) from None
 
 

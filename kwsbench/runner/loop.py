@@ -12,11 +12,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import inspect
-import json
 import logging
 import math
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from kwsbench.atomic import write_json_atomically
 from kwsbench.data.augment import SpecAugment, specaugment_for_tau
 from kwsbench.data.cache import ClipCache, build_cache
 from kwsbench.data.datasets import load_dataset
@@ -87,15 +86,6 @@ class TrialOutcome:
     params: int
     samples_per_s: float
     resumed_from: int
-
-
-def _write_json(path: Path, values: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(values, f, indent=2, allow_nan=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _resume_state(path: Path, config: TrialConfig) -> dict | None:
@@ -288,7 +278,7 @@ def train_trial(
         "cache": str(cache.path),
         "config": resolved,
     }
-    _write_json(out / METRICS_NAME, metrics)
+    write_json_atomically(out / METRICS_NAME, metrics, allow_nan=True)
     (out / RESUME_NAME).unlink(missing_ok=True)
     return TrialOutcome(
         metrics=metrics,

@@ -75,7 +75,13 @@ def test_shipped_experiments_load(request):
 
     root = Path(request.config.rootpath) / "experiments"
     names = sorted(p.name for p in root.glob("*.yaml"))
-    assert names == ["ablation_ssn.yaml", "ablation_width.yaml", "mini.yaml", "paper_table3.yaml"]
+    assert names == [
+        "ablation_ssn.yaml", "ablation_width.yaml", "bundled.yaml", "mini.yaml", "paper_table3.yaml",
+        "quickstart.yaml",
+    ]  # fmt: skip
     mini = load_experiment(root / "mini.yaml")
     assert len(mini.trials()) == 6 and mini.recipe.epochs == 60
     assert {t.options.get("use_subspectral_norm", True) for t in mini.trials()} == {True, False}
+    bundled = load_experiment(root / "bundled.yaml")
+    # One trial per model: `kwsbench bundle` refuses two trials of one model.
+    assert sorted(t.model for t in bundled.trials()) == ["bcresnet_1", "bcresnet_3"]
