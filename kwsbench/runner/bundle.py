@@ -43,7 +43,6 @@ def card_of(record: TrialRecord, checkpoint: Path) -> dict:
         "seed": record.seed,
         "params": record.params,
         "macs_total": record.macs_total,
-        "latency_ms": {row["backend"]: row.get("median_ms") for row in record.latency},
         "trained_by": RETRAIN_COMMAND,
         "trial_id": record.trial_id,
         "experiment": record.experiment,
