@@ -1,4 +1,4 @@
-"""`kwsbench train` (one model under the paper's recipe) and `kwsbench evaluate` (a checkpoint on any data)."""
+"""`kwsbench train` (one model under the paper's recipe) and `kwsbench evaluate` (a checkpoint or an exported model on any data)."""
 
 from __future__ import annotations
 
@@ -72,11 +72,18 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from kwsbench.runner.evaluate import evaluate_checkpoint, format_evaluation
+    from kwsbench.runner.evaluate import evaluate_checkpoint, evaluate_exported, format_evaluation
 
-    result = evaluate_checkpoint(
-        args.checkpoint, dataset_spec(args), args.split, cache_dir=args.cache_dir, device=args.device
-    )
+    if args.model_file is not None:
+        if args.device != "cpu":
+            raise ConfigError(
+                f"--device {args.device}: an exported model runs on ONNX Runtime's CPU provider; drop --device"
+            )
+        result = evaluate_exported(args.model_file, dataset_spec(args), args.split, cache_dir=args.cache_dir)
+    else:
+        result = evaluate_checkpoint(
+            args.checkpoint, dataset_spec(args), args.split, cache_dir=args.cache_dir, device=args.device
+        )
     return emit(result, args.json, format_evaluation)
 
 
@@ -110,10 +117,15 @@ def register(sub) -> None:
     train.set_defaults(func=_train)
 
     evaluate = subparser(
-        sub, "evaluate", "accuracy, per-class accuracy and confusion of a checkpoint on any data"
+        sub,
+        "evaluate",
+        "accuracy, per-class accuracy and confusion of a checkpoint or exported model on any data",
     )
-    evaluate.add_argument(
-        "--checkpoint", required=True, help="a checkpoint.pt written by `kwsbench train` or `run`"
+    model = evaluate.add_mutually_exclusive_group(required=True)
+    model.add_argument("--checkpoint", help="a checkpoint.pt written by `kwsbench train` or `run`")
+    model.add_argument(
+        "--model-file",
+        help="an ONNX model written by `kwsbench export` (its JSON beside it), run on ONNX Runtime",
     )
     add_dataset_options(evaluate)
     evaluate.add_argument(

@@ -81,6 +81,43 @@ def predict(
     return np.concatenate(targets), np.concatenate(predictions)
 
 
+def label_map(classes: list[str], labels: list[str]) -> np.ndarray:
+    """Index of each data class (``classes``) among the model's outputs (``labels``), matched by name.
+
+    A class the model does not know is a ``ConfigError``.
+    """
+    unknown = [c for c in classes if c not in labels]
+    if unknown:
+        raise ConfigError(
+            f"the data has label(s) {', '.join(unknown)} that the model does not know "
+            f"(it knows {', '.join(labels)}); pass --keywords to keep only those, or evaluate another model"
+        )
+    return np.array([labels.index(c) for c in classes], dtype=np.int64)
+
+
+def split_predictions(
+    model: nn.Module,
+    frontend: nn.Module,
+    cache: ClipCache,
+    split: str,
+    *,
+    labels: list[str],
+    batch_size: int = 500,
+    device: torch.device | str = "cpu",
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(targets, predictions)`` over ``split`` (or ``"all"`` splits), both as indices into ``labels``."""
+    to_model = label_map(cache.classes, labels)
+    splits = SPLITS if split == "all" else (split,)
+    if split != "all" and split not in SPLITS:
+        raise ConfigError(f"--split {split}: choose one of {', '.join(SPLITS)} or all")
+    targets, predictions = [], []
+    for name in splits:
+        t, p = predict(model, frontend, cache, name, batch_size=batch_size, device=device)
+        targets.append(to_model[t])
+        predictions.append(p)
+    return np.concatenate(targets), np.concatenate(predictions)
+
+
 def evaluate_split(
     model: nn.Module,
     frontend: nn.Module,
@@ -98,22 +135,10 @@ def evaluate_split(
     """
     start = time.perf_counter()
     labels = list(labels) if labels is not None else list(cache.classes)
-    unknown = [c for c in cache.classes if c not in labels]
-    if unknown:
-        raise ConfigError(
-            f"the data has label(s) {', '.join(unknown)} that the model does not know "
-            f"(it knows {', '.join(labels)}); pass --keywords to keep only those, or evaluate another model"
-        )
-    to_model = np.array([labels.index(c) for c in cache.classes], dtype=np.int64)
-    splits = SPLITS if split == "all" else (split,)
-    if split != "all" and split not in SPLITS:
-        raise ConfigError(f"--split {split}: choose one of {', '.join(SPLITS)} or all")
-    targets, predictions = [], []
-    for name in splits:
-        t, p = predict(model, frontend, cache, name, batch_size=batch_size, device=device)
-        targets.append(to_model[t])
-        predictions.append(p)
-    result = summarise(np.concatenate(targets), np.concatenate(predictions), labels, split)
+    targets, predictions = split_predictions(
+        model, frontend, cache, split, labels=labels, batch_size=batch_size, device=device
+    )
+    result = summarise(targets, predictions, labels, split)
     if result.clips == 0:
         raise ConfigError(f"the {split} split has no clips; choose another --split or --protocol")
     result.seconds = round(time.perf_counter() - start, 3)
@@ -149,6 +174,63 @@ def evaluate_checkpoint(
         batch_size=batch_size,
         device=device,
     )
+
+
+class ExportedModule(nn.Module):
+    """An exported model (``kwsbench.export.ExportedModel``) behind ``nn.Module``'s call, so that ``predict``
+    runs it like a PyTorch model: ``(B, ...)`` tensor in, ``(B, num_classes)`` logits out, on ONNX Runtime."""
+
+    def __init__(self, exported):
+        super().__init__()
+        self.exported = exported
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.exported.run(x.detach().cpu().numpy()))
+
+
+def exported_pipeline(exported, cache: ClipCache) -> tuple[nn.Module, nn.Module]:
+    """``(model, frontend)`` that ``predict`` runs an exported model on ``cache``'s clips with.
+
+    A ``--with-frontend`` export computes log-mel itself (the frontend is the identity); a features export
+    gets the frontend its ``input_spec`` declares. Clips of another length than the export's are refused.
+    """
+    rate = int(cache.meta["settings"]["sample_rate"])
+    if exported.takes_waveform and (cache.clip_samples, rate) != (
+        exported.clip_samples,
+        exported.sample_rate,
+    ):
+        raise ConfigError(
+            f"{exported.path}: takes {exported.clip_samples} samples at {exported.sample_rate} Hz, the data "
+            f"has {cache.clip_samples} at {rate} Hz; export without --with-frontend to evaluate on it"
+        )
+    if exported.takes_waveform:
+        return ExportedModule(exported), nn.Identity()
+    from kwsbench.data.features import make_frontend
+
+    return ExportedModule(exported), make_frontend(
+        exported.input_spec, sample_rate=rate, clip_samples=cache.clip_samples
+    )
+
+
+def evaluate_exported(
+    model_file: str | os.PathLike,
+    spec,
+    split: str = "test",
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    batch_size: int = 100,
+    threads: int = 1,
+    progress: bool = True,
+) -> Evaluation:
+    """``kwsbench evaluate --model-file``: an exported ONNX model on a dataset (``DatasetSpec``), labels
+    matched by name, on ONNX Runtime with ``threads`` threads: the same ``Evaluation`` as a checkpoint's."""
+    from kwsbench.export.exported import load_exported
+    from kwsbench.runner.loop import open_cache
+
+    exported = load_exported(model_file, threads=threads)
+    cache = open_cache(spec, cache_dir=cache_dir, progress=progress)
+    model, frontend = exported_pipeline(exported, cache)
+    return evaluate_split(model, frontend, cache, split, labels=exported.labels, batch_size=batch_size)
 
 
 def format_evaluation(result: Evaluation) -> str:
