@@ -4,14 +4,14 @@ What is exported is kwsbench's exactly equivalent inference graph (:func:`kwsben
 inference_graph`: BatchNorm folded into convolutions, SubSpectral Norm as constants, frequency averages fused;
 ``Add`` chains merged into ``Sum`` in float32 files), optionally behind the log-mel frontend, which exports its
 DFT as matrix products (no ONNX ``DFT`` op). The graph takes batch 1: the TorchScript exporter cannot give the
-frontend's framing (``unfold``) a dynamic batch, and the dynamo exporter takes 13 s and still fixes a batch of
-1; streaming runs batch 1 anyway, and ``ExportedModel.run`` feeds larger batches row by row.
+frontend's framing (``unfold``) a dynamic batch, and the dynamo exporter took 13 s here and, traced at batch 1,
+fixed the batch as well; streaming runs batch 1 anyway, and ``ExportedModel.run`` feeds larger batches row by row.
 
 Parity: ONNX Runtime's output against the PyTorch model the checkpoint describes (eager, float32, FFT
 frontend), on real clips of a dataset when one is given (32 test clips, seeded) or else on seeded standard
 normal inputs of the declared shape. The float32 export is refused when the largest difference exceeds
-:func:`kwsbench.measure.backends.parity_bound` (a fraction of the largest logit); the figures are printed and
-kept in the JSON either way.
+:func:`kwsbench.measure.backends.parity_bound` (a fraction of the largest logit), and nothing is written;
+otherwise the figures are printed and kept in the JSON.
 
 ``int8``: the float32 graph quantised by :mod:`kwsbench.export.quantize` on 300 seeded training clips, then the
 fp32 and int8 files are both evaluated on the dataset's test split (accuracy, delta, share of clips on which
