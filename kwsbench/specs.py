@@ -68,13 +68,16 @@ def _optional_str(value: object, key: str, where: str) -> str | None:
 class DatasetSpec:
     """One dataset as a job reads it: which layout (``dataset``), where (``data_dir``), under which protocol.
 
+    ``data_dir`` None is the layout's default folder, for layouts that generate their data (``synthetic``);
+    the others need one and say so when the dataset is loaded.
+
     ``protocol`` None is the layout's default; ``keywords`` None is the layout's default set; ``noise_dir``
     adds background noise (silence crops and augmentation); ``version`` is Speech Commands' v1/v2 (None:
     detected); ``skip_bad`` counts and lists unreadable files instead of stopping at the first.
     """
 
     dataset: str
-    data_dir: Path
+    data_dir: Path | None = None
     protocol: str | None = None
     keywords: tuple[str, ...] | None = None
     noise_dir: Path | None = None
@@ -86,7 +89,7 @@ class DatasetSpec:
     def create(
         cls,
         dataset: str,
-        data_dir: str | Path,
+        data_dir: str | Path | None = None,
         *,
         protocol: str | int | None = None,
         keywords: str | Sequence[str] | None = None,
@@ -100,8 +103,6 @@ class DatasetSpec:
         if not isinstance(dataset, str) or not dataset:
             raise ConfigError(f"{where}dataset: expected a dataset name, got {dataset!r}")
         data = _path(data_dir, "data_dir", where)
-        if data is None:
-            raise ConfigError(f"{where}data_dir: required; name the dataset's root folder")
         if not isinstance(skip_bad, bool):
             raise ConfigError(f"{where}skip_bad: expected true or false, got {skip_bad!r}")
         if (
@@ -133,17 +134,16 @@ class DatasetSpec:
         unknown = [k for k in values if k not in known]
         if unknown:
             raise ConfigError(f"{where}unknown dataset key {unknown[0]!r}; the keys are: {', '.join(known)}")
-        if "dataset" not in values or "data_dir" not in values:
-            missing = "dataset" if "dataset" not in values else "data_dir"
-            raise ConfigError(f"{where}{missing}: required in the dataset section")
+        if "dataset" not in values:
+            raise ConfigError(f"{where}dataset: required in the dataset section")
         rest = {k: v for k, v in values.items() if k not in ("dataset", "data_dir")}
-        return cls.create(values["dataset"], values["data_dir"], where=where, **rest)  # type: ignore[arg-type]
+        return cls.create(values["dataset"], values.get("data_dir"), where=where, **rest)  # type: ignore[arg-type]
 
     def to_dict(self) -> dict[str, object]:
         """Plain JSON types, for records and YAML: ``from_dict(to_dict())`` gives the spec back."""
         return {
             "dataset": self.dataset,
-            "data_dir": str(self.data_dir),
+            "data_dir": str(self.data_dir) if self.data_dir is not None else None,
             "protocol": self.protocol,
             "keywords": list(self.keywords) if self.keywords is not None else None,
             "noise_dir": str(self.noise_dir) if self.noise_dir is not None else None,

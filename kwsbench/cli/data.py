@@ -1,4 +1,5 @@
-"""`kwsbench data summary|prepare`: inspect a dataset under a protocol, or decode it into the clip cache."""
+"""`kwsbench data summary|prepare|synth`: inspect a dataset under a protocol, decode it into the clip cache, or
+generate the synthetic keyword set."""
 
 from __future__ import annotations
 
@@ -28,7 +29,11 @@ def add_dataset_options(p: argparse.ArgumentParser, *, required: bool = True) ->
 
     p.add_argument("--dataset", required=required, choices=list(DATASETS), metavar="NAME",
                    help=f"dataset layout: {' | '.join(DATASETS)}")  # fmt: skip
-    p.add_argument("--data-dir", required=required, help="the dataset's root folder")
+    # Not required by argparse: a generated layout (synthetic) has a default folder; the others say
+    # "data_dir: required" when the dataset is loaded.
+    p.add_argument(
+        "--data-dir", default=None, help="the dataset's root folder (synthetic: optional, the default set)"
+    )
     p.add_argument(
         "--protocol",
         default=None,
@@ -48,10 +53,20 @@ def _summary(args: argparse.Namespace) -> int:
 
 def _prepare(args: argparse.Namespace) -> int:
     from kwsbench.data.cache import prepare
+    from kwsbench.errors import ConfigError
 
+    if args.download and args.data_dir is None:
+        raise ConfigError("--download: needs --data-dir, the folder to fetch the archive into")
     result = prepare(
         dataset_spec(args), cache_dir=args.cache_dir, workers=args.workers, download=args.download
     )
+    return emit(result, args.json, lambda r: r.describe())
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from kwsbench.data.synthetic import generate
+
+    result = generate(args.out, clips_per_word=args.clips_per_word, seed=args.seed, workers=args.workers)
     return emit(result, args.json, lambda r: r.describe())
 
 
@@ -74,3 +89,21 @@ def register(sub) -> None:
     )
     add_common(prepare, json_help="print one JSON object")
     prepare.set_defaults(func=_prepare)
+
+    # Already imported for the --dataset choices: the defaults are those of the default set.
+    from kwsbench.data.synthetic import DEFAULT_CLIPS_PER_WORD, DEFAULT_SEED
+
+    synth = subparser(
+        data_sub, "synth", "generate the synthetic keyword set (eSpeak NG speech over synthesised noise)"
+    )
+    synth.add_argument(
+        "--out", required=True, help="folder to write (created; reused if it holds the same set)"
+    )
+    synth.add_argument(
+        "--clips-per-word", type=positive_int, default=DEFAULT_CLIPS_PER_WORD,
+        help="clips per keyword, one per speaker",
+    )  # fmt: skip
+    synth.add_argument("--seed", type=int, default=DEFAULT_SEED, help="the set's seed")
+    synth.add_argument("--workers", type=positive_int, default=2, help="synthesis processes")
+    add_common(synth, json_help="print one JSON object")
+    synth.set_defaults(func=_synth)

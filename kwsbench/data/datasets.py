@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from kwsbench.data import folder, fsdd, speech_commands, test_set
+from kwsbench.data import folder, fsdd, speech_commands, synthetic, test_set
 from kwsbench.data.audio import AudioInfo, BadAudio, bad_file_error, read_info
 from kwsbench.data.duplicates import (
     HEAD_BYTES,
@@ -52,6 +52,7 @@ DATASETS: dict[str, DatasetLayout] = {
         test_set.LAYOUT,
         folder.LAYOUT,
         fsdd.LAYOUT,
+        synthetic.LAYOUT,
     )
 }
 
@@ -72,7 +73,17 @@ def get_layout(name: str) -> DatasetLayout:
 
 
 def _root_of(spec: DatasetSpec, layout: DatasetLayout) -> Path:
-    """``spec.data_dir`` as a folder that exists; a missing folder or a file is one DataError with the fix."""
+    """``spec.data_dir`` as a folder that exists; a missing folder or a file is one DataError with the fix.
+
+    Without a ``data_dir`` the layout's default folder (generated on first use), if it has one.
+    """
+    if spec.data_dir is None:
+        root = layout.default_root(spec)
+        if root is None:
+            raise ConfigError(
+                f"data_dir: required for dataset {spec.dataset}; name the dataset's root folder (--data-dir)"
+            )
+        return root
     root = Path(spec.data_dir).expanduser()
     shown = printable(root)
     if root.is_dir():

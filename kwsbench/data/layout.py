@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 class DatasetLayout(Protocol):
     """A dataset layout: its registry ``name``, the ``protocols`` it supports (the default first), a
     ``protocol_hint`` added when a user asks for another one ("" for none), how to get the data
-    (``missing_fix``) and how to read it (``build``)."""
+    (``missing_fix``), how to read it (``build``) and, for generated data, where it is by default
+    (``default_root``)."""
 
     name: str
     protocols: tuple[str, ...]
@@ -37,20 +38,30 @@ class DatasetLayout(Protocol):
         one of ``protocols``); options of ``spec`` that do not apply raise ConfigError naming the option."""
         ...
 
+    def default_root(self, spec: DatasetSpec) -> Path | None:
+        """The folder to read when ``spec.data_dir`` is None (a layout that can generate its data makes it
+        on first use), or None: then ``data_dir`` is required."""
+        ...
+
 
 @dataclass(frozen=True)
 class Layout:
     """A ``DatasetLayout`` from a layout module's parts: ``LAYOUT = Layout("fsdd", PROTOCOLS, build, fix)``
-    beside the module's ``build(spec, root, protocol)`` and ``fix(root)`` functions."""
+    beside the module's ``build(spec, root, protocol)`` and ``fix(root)`` functions; ``default(spec)``
+    only for a layout that can make its data without a ``data_dir`` (the synthetic set)."""
 
     name: str
     protocols: tuple[str, ...]
     build_plan: Callable[[DatasetSpec, Path, str], DatasetPlan]
     fix: Callable[[Path], str]
     protocol_hint: str = ""
+    default: Callable[[DatasetSpec], Path] | None = None
 
     def missing_fix(self, root: Path) -> str:
         return self.fix(root)
 
     def build(self, spec: DatasetSpec, root: Path, protocol: str) -> DatasetPlan:
         return self.build_plan(spec, root, protocol)
+
+    def default_root(self, spec: DatasetSpec) -> Path | None:
+        return self.default(spec) if self.default is not None else None

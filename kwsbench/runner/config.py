@@ -74,6 +74,11 @@ class Measure:
     threads: int = 1
 
 
+def _resolved(path: Path | None) -> str | None:
+    """An absolute data folder; None (a generated layout's default set) stays None."""
+    return str(Path(path).resolve()) if path is not None else None
+
+
 @dataclass(frozen=True)
 class TrialConfig:
     """One fully resolved trial: a model with its options, trained under a recipe on a dataset with a seed."""
@@ -92,7 +97,7 @@ class TrialConfig:
             "model": self.model,
             "options": dict(sorted(self.options.items())),
             "recipe": dataclasses.asdict(self.recipe),
-            "dataset": {**self.dataset.to_dict(), "data_dir": str(Path(self.dataset.data_dir).resolve())},
+            "dataset": {**self.dataset.to_dict(), "data_dir": _resolved(self.dataset.data_dir)},
             "seed": self.seed,
         }
 
