@@ -38,6 +38,11 @@ class DatasetLayout(Protocol):
         one of ``protocols``); options of ``spec`` that do not apply raise ConfigError naming the option."""
         ...
 
+    @property
+    def generated(self) -> bool:
+        """True for a layout that makes its own data (then ``default_root`` gives a folder)."""
+        ...
+
     def default_root(self, spec: DatasetSpec) -> Path | None:
         """The folder to read when ``spec.data_dir`` is None (a layout that can generate its data makes it
         on first use), or None: then ``data_dir`` is required."""
@@ -62,6 +67,10 @@ class Layout:
 
     def build(self, spec: DatasetSpec, root: Path, protocol: str) -> DatasetPlan:
         return self.build_plan(spec, root, protocol)
+
+    @property
+    def generated(self) -> bool:
+        return self.default is not None
 
     def default_root(self, spec: DatasetSpec) -> Path | None:
         return self.default(spec) if self.default is not None else None

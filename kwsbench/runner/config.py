@@ -214,6 +214,14 @@ def experiment_from_dict(values: object, where: str = "<experiment>") -> Experim
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{where}: name must be a non-empty string")
     dataset = DatasetSpec.from_dict(_expand(values["dataset"]), where=f"{where}: dataset.")
+    if dataset.data_dir is None:
+        from kwsbench.data.datasets import get_layout
+
+        # Only a layout that generates its data has a default folder; say so now, naming the file.
+        if not get_layout(dataset.dataset).generated:
+            raise ConfigError(
+                f"{where}: dataset.data_dir: required for dataset {dataset.dataset}; name its root folder"
+            )
     grid = values["grid"]
     if not isinstance(grid, Mapping):
         raise ConfigError(f"{where}: grid must be a mapping with keys {', '.join(_GRID_KEYS)}")

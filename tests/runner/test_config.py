@@ -85,3 +85,13 @@ def test_shipped_experiments_load(request):
     bundled = load_experiment(root / "bundled.yaml")
     # One trial per model: `kwsbench bundle` refuses two trials of one model.
     assert sorted(t.model for t in bundled.trials()) == ["bcresnet_1", "bcresnet_3"]
+
+
+def test_data_dir_may_be_left_out_only_for_a_generated_dataset(tmp_path):
+    real = GOOD.replace(
+        "dataset: {dataset: folder, data_dir: /tmp/x, protocol: mini}", "dataset: {dataset: fsdd}"
+    )
+    with pytest.raises(ConfigError, match=r"exp\.yaml: dataset\.data_dir: required for dataset fsdd"):
+        _load(tmp_path, real)
+    generated = real.replace("dataset: {dataset: fsdd}", "dataset: {dataset: synthetic}")
+    assert _load(tmp_path, generated).dataset.data_dir is None  # the default set, made on first use
