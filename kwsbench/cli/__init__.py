@@ -19,7 +19,7 @@ from kwsbench.cli.common import ArgumentParser, HelpFormatter
 from kwsbench.errors import KwsbenchError
 
 # Command groups in the order `kwsbench --help` lists them.
-COMMAND_MODULES = ("data", "models", "bench", "train", "run", "report", "bundle", "export")
+COMMAND_MODULES = ("data", "models", "bench", "train", "run", "report", "bundle", "export", "listen")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -182,7 +182,15 @@ class TrialRecord(Record):
 
 @dataclass
 class StreamEvalRecord(Record):
-    """Streaming detection on long audio: false alarms per hour and false rejections at each threshold."""
+    """Streaming detection on long audio: false alarms per hour and false rejections at each threshold.
+
+    ``threshold`` .. ``false_rejection_rate``: the operating point at 1 FA/h; ``operating_points``: one per
+    FA/h target (``target_false_alarms_per_hour``, ``threshold``, ``false_alarms``, ``false_alarms_per_hour``,
+    ``false_rejection_rate``, ``per_keyword``); ``occurrences``: keyword -> count in the truth;
+    ``distractors``: other words in it; ``det``: the DET curve (``thresholds``, ``false_alarms_per_hour``,
+    ``false_rejection_rate``, ``per_keyword``); ``timing``: hops, audio and scoring seconds, real-time factor.
+    The last four fields were added with defaults: records written before them still read.
+    """
 
     KIND: ClassVar[str] = "stream_eval"
 
@@ -198,6 +206,10 @@ class StreamEvalRecord(Record):
     operating_points: list[dict[str, Any]] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    occurrences: dict[str, int] = field(default_factory=dict)
+    distractors: int | None = None
+    det: dict[str, Any] = field(default_factory=dict)
+    timing: dict[str, Any] = field(default_factory=dict)
 
 
 KINDS: dict[str, type[Record]] = {
