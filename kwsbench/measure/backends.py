@@ -49,6 +49,8 @@ PARITY_RTOL = 1e-3
 def parity_bound(reference: np.ndarray) -> float:
     """The largest float32 parity error accepted against ``reference`` (scale-relative, see PARITY_RTOL)."""
     return PARITY_RTOL * max(float(np.abs(reference).max()), np.finfo(np.float32).tiny)
+
+
 # The short timing each `optimized` candidate runtime gets before the fastest is chosen.
 _SELECTION_PROTOCOL = Protocol(warmup=10, iterations=30, min_time_s=0.05, max_iterations=200)
 

@@ -21,9 +21,9 @@ from tqdm import tqdm
 from kwsbench.errors import ConfigError, KwsbenchError
 from kwsbench.measure.backends import (
     EXACT_BACKENDS,
-    parity_bound,
     check_backends,
     export_onnx,
+    parity_bound,
     prepare_backend,
 )
 from kwsbench.measure.latency import measure_latency, torch_threads

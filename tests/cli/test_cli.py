@@ -59,9 +59,15 @@ def test_every_command_module_is_registered(capsys):
         (["bench", "bcresnet_1", "--threads", "two"], "expected a whole number, got 'two'"),
         (["models", "bcresnet1"], "did you mean bcresnet_1"),
         (["bench", "bcresnet1", "--iterations", "1"], "did you mean bcresnet_1"),
-        (["bench", "bcresnet_1", "--train", "--backend", "onnxruntime"], "--backend does not apply to --train"),
+        (
+            ["bench", "bcresnet_1", "--train", "--backend", "onnxruntime"],
+            "--backend does not apply to --train",
+        ),
         (["bench", "bcresnet_1", "--train", "--frontend"], "--frontend does not apply to --train"),
-        (["data", "summary", "--dataset", "speech_comands", "--data-dir", "x"], "invalid choice: 'speech_comands'"),
+        (
+            ["data", "summary", "--dataset", "speech_comands", "--data-dir", "x"],
+            "invalid choice: 'speech_comands'",
+        ),
         (["nosuchcommand"], "invalid choice"),
     ],
 )
@@ -70,7 +76,19 @@ def test_bad_input_is_one_line_and_exit_2(capsys, argv, expected):
 
 
 def test_bench_train_honours_iterations_warmup_threads_and_batch(capsys):
-    argv = ["bench", "bcresnet_1", "--train", "--iterations", "2", "--warmup", "0", "--threads", "1", "--batch", "4"]
+    argv = [
+        "bench",
+        "bcresnet_1",
+        "--train",
+        "--iterations",
+        "2",
+        "--warmup",
+        "0",
+        "--threads",
+        "1",
+        "--batch",
+        "4",
+    ]
     assert main([*argv, "--json"]) == 0
     records = json.loads(capsys.readouterr().out)
     assert [r["formulation"] for r in records] == ["eager", "fast"]

@@ -27,10 +27,16 @@ from kwsbench.results import (
 from kwsbench.results.store import locked
 
 EXAMPLES = [
-    CountsRecord("bcresnet_1", "bcresnet", 12, 9232, 3_110_000, 2_480_000, checks={"params_equal_reference": True}),
+    CountsRecord(
+        "bcresnet_1", "bcresnet", 12, 9232, 3_110_000, 2_480_000, checks={"params_equal_reference": True}
+    ),
     LatencyRecord("bcresnet_1", "onnxruntime", 1, 1, "model", median_ms=0.5, p90_ms=0.6, n=100),
-    TrainSpeedRecord("bcresnet_1", "fast", 100, 2, 620.0, 161.2, 170.0, 20, 3, "one step", "kwsbench-train-speed/1"),
-    TrialRecord("abc123", "mini", "bcresnet_1", 0, "failed", error="ValueError: x", traceback="Traceback ..."),
+    TrainSpeedRecord(
+        "bcresnet_1", "fast", 100, 2, 620.0, 161.2, 170.0, 20, 3, "one step", "kwsbench-train-speed/1"
+    ),
+    TrialRecord(
+        "abc123", "mini", "bcresnet_1", 0, "failed", error="ValueError: x", traceback="Traceback ..."
+    ),
     StreamEvalRecord("bcresnet_1", None, ["yes", "no"], 1.5, false_alarms=3, false_alarms_per_hour=2.0),
 ]
 
@@ -80,7 +86,9 @@ def test_an_unwritable_results_folder_is_one_line(tmp_path):
 
 def _append_many(path: str, worker: int, count: int) -> None:
     for i in range(count):
-        append_record(path, TrialRecord(f"{worker}-{i}", "x", "bcresnet_1", i, "ok", metrics={"pad": "x" * 5000}))
+        append_record(
+            path, TrialRecord(f"{worker}-{i}", "x", "bcresnet_1", i, "ok", metrics={"pad": "x" * 5000})
+        )
 
 
 def test_concurrent_appends_never_interleave_or_lose_a_record(tmp_path):
@@ -112,7 +120,11 @@ def test_a_torn_last_line_is_skipped_and_sealed_by_the_next_append(tmp_path, cap
 
 def test_a_damaged_line_in_the_middle_is_an_error_naming_the_line(tmp_path):
     path = tmp_path / "results.jsonl"
-    lines = [json.dumps(EXAMPLES[0].to_dict()), '{"kind": "counts", "oops": }', json.dumps(EXAMPLES[1].to_dict())]
+    lines = [
+        json.dumps(EXAMPLES[0].to_dict()),
+        '{"kind": "counts", "oops": }',
+        json.dumps(EXAMPLES[1].to_dict()),
+    ]
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(RecordError, match=r"results.jsonl:2: not valid JSON"):
         read_records(path)

@@ -38,7 +38,9 @@ def test_bundle_copies_each_trial_with_a_card(tiny_folder, tmp_path, write_exper
 
     # Two finished trials of one model cannot both be "the" bundled model.
     two = write_experiment(tiny_folder, tmp_path / "two.yaml", seeds=(0, 1), epochs=1)
-    assert main(["run", str(two), "--out", str(tmp_path / "two"), "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert (
+        main(["run", str(two), "--out", str(tmp_path / "two"), "--cache-dir", str(tmp_path / "cache")]) == 0
+    )
     with pytest.raises(ConfigError, match="several finished trials"):
         bundle_trials(tmp_path / "two" / "results.jsonl", tmp_path / "refused")
     assert not (tmp_path / "refused" / "bcresnet_1.pt").exists()
