@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from audio_folders import link_words
 
 WORDS = ("yes", "no", "up")
 CLIPS_PER_WORD = 20
@@ -13,13 +14,7 @@ CLIPS_PER_WORD = 20
 @pytest.fixture(scope="session")
 def tiny_folder(shared_data: Path, tmp_path_factory) -> Path:
     """``folder`` layout: 3 words x 20 clips of distinct speakers from the official test set, plus noise."""
-    root = tmp_path_factory.mktemp("tiny_words")
-    source = shared_data / "speech_commands_test_set_v0.02"
-    for word in WORDS:
-        (root / word).mkdir()
-        for path in sorted((source / word).glob("*.wav"))[:CLIPS_PER_WORD]:
-            (root / word / path.name).symlink_to(path)
-    return root
+    return link_words(shared_data, tmp_path_factory.mktemp("tiny_words"), WORDS, CLIPS_PER_WORD)
 
 
 def experiment_yaml(
