@@ -149,7 +149,9 @@ def train_trial(
     )
     steps_per_epoch = num_batches(cache, "train", recipe.batch_size)
     if steps_per_epoch == 0:
-        raise ConfigError(f"{config.dataset.data_dir}: the train split is empty; check --protocol")
+        raise ConfigError(
+            f"{config.dataset.data_dir or config.dataset.dataset}: the train split is empty; check --protocol"
+        )
 
     history: list[dict[str, Any]] = []
     best = {"epoch": -1, "validation_accuracy": -1.0, "state_dict": None}
