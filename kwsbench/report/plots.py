@@ -37,21 +37,24 @@ _RC = {
 }
 
 
-def _figure(width: float, height: float, ncols: int = 1) -> tuple[Figure, Any]:
+def new_figure(width: float, height: float, ncols: int = 1) -> tuple[Figure, Any]:
+    """A figure of ``ncols`` axes in a row, on its own Agg canvas (no pyplot state, thread-safe)."""
     fig = Figure(figsize=(width, height), dpi=DPI)
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, ncols, squeeze=False)[0]
     return fig, axes
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save_png(fig: Figure, path) -> Path:
+    """Write ``fig`` as PNG to ``path`` (a path or a binary file) with bytes that depend on the figure alone."""
     fig.tight_layout()
     # No "Software" text chunk (it names the matplotlib version): the bytes depend on the records alone.
     fig.savefig(path, format="png", dpi=DPI, metadata={"Software": None})
     return path
 
 
-def _style():
+def plot_style():
+    """The house plot style as a context manager (seaborn whitegrid plus kwsbench's rc settings)."""
     style = sns.axes_style("whitegrid")
     return matplotlib.rc_context({**style, **_RC})
 
@@ -109,8 +112,8 @@ def accuracy_vs_cost(
     points = points.dropna(subset=[cost, "mean"])
     if points.empty:
         return None
-    with _style():
-        fig, (ax,) = _figure(6.4, 4.2)
+    with plot_style():
+        fig, (ax,) = new_figure(6.4, 4.2)
         groups = sorted(points[hue].unique()) if hue else [None]
         palette = sns.color_palette("colorblind", max(len(groups), 1))
         for color, group in zip(palette, groups, strict=False):
@@ -122,7 +125,7 @@ def accuracy_vs_cost(
         ax.set_ylabel("test accuracy, final epoch (%)")
         ax.set_title(title)
         ax.legend(loc="best", frameon=True)
-        return _save(fig, path)
+        return save_png(fig, path)
 
 
 def ablation_figure(ablation: Ablation, path: Path) -> Path:
@@ -138,8 +141,8 @@ def ablation_figure(ablation: Ablation, path: Path) -> Path:
                                  "panel": panel, "accuracy": accuracy * 100})  # fmt: skip
     frame = pd.DataFrame(rows)
     order = [str(v) for v in sorted(ablation.groups, key=option_order)]
-    with _style():
-        fig, axes = _figure(7.2, 3.4, ncols=2)
+    with plot_style():
+        fig, axes = new_figure(7.2, 3.4, ncols=2)
         seeds = sorted(frame["seed"].unique()) if not frame.empty else []
         palette = dict(zip(seeds, sns.color_palette("colorblind", max(len(seeds), 1)), strict=False))
         for ax, panel in zip(axes, ("final epoch", "best-validation epoch"), strict=True):
@@ -167,4 +170,4 @@ def ablation_figure(ablation: Ablation, path: Path) -> Path:
         if handles:
             axes[1].legend(handles, labels, loc="best", fontsize=7)
         fig.suptitle(f"{ablation.option} ({ablation.rest}; {ablation.context})", fontsize=9)
-        return _save(fig, path)
+        return save_png(fig, path)

@@ -14,7 +14,7 @@ import seaborn as sns
 from matplotlib import ticker
 
 from kwsbench.atomic import write_atomically
-from kwsbench.report.plots import _figure, _save, _style
+from kwsbench.report.plots import new_figure, plot_style, save_png
 from kwsbench.results.schema import StreamEvalRecord
 
 
@@ -39,8 +39,8 @@ def det_figure(record: StreamEvalRecord, path: str | Path) -> Path | None:
     overall = _curve(det.get("false_alarms_per_hour", []), det.get("false_rejection_rate", []))
     if not overall[0]:
         return None
-    with _style():
-        fig, (ax,) = _figure(6.4, 4.2)
+    with plot_style():
+        fig, (ax,) = new_figure(6.4, 4.2)
         palette = sns.color_palette("colorblind", max(len(record.keywords), 1))
         for color, keyword in zip(palette, record.keywords, strict=False):
             part = det.get("per_keyword", {}).get(keyword, {})
@@ -62,4 +62,4 @@ def det_figure(record: StreamEvalRecord, path: str | Path) -> Path | None:
         )
         ax.legend(loc="upper right", fontsize=7, ncol=2)
         # The report's PNG settings, written atomically: a DET plot is kept beside its record.
-        return write_atomically(path, lambda f: _save(fig, f))
+        return write_atomically(path, lambda f: save_png(fig, f))
