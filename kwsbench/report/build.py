@@ -22,6 +22,7 @@ from kwsbench.report import plots
 from kwsbench.report.claims import PAPER_RECIPE, all_claim_ids, evaluate_claims, rules
 from kwsbench.report.stats import VERDICTS
 from kwsbench.report.tables import (
+    FA_TARGETS,
     ablation_table,
     ablations,
     count,
@@ -32,6 +33,7 @@ from kwsbench.report.tables import (
     pct,
     protocol_text,
     reference_value,
+    streaming_table,
     summary_table,
     trials_table,
 )
@@ -138,12 +140,14 @@ def build_report(
     latency = latency_table(trial_set, bench_records)
     items = ablations(trial_set)
     ablation_frame = ablation_table(items)
+    streaming = streaming_table(trial_set)
 
     for frame, name in (
         (summary, "summary.csv"),
         (claims_frame, "claims.csv"),
         (latency, "latency.csv"),
         (ablation_frame, "ablations.csv"),
+        (streaming, "streaming.csv"),
         (trials_table(trial_set), "trials.csv"),
     ):
         if not frame.empty:
@@ -189,6 +193,7 @@ def build_report(
         figures,
         ablation_files,
         written,
+        streaming,
     )
     (out / README).write_text(text, encoding="utf-8")
     written.append(README)
@@ -221,6 +226,7 @@ def _readme(
     figures: dict[str, str],
     ablation_files: list[str],
     written: list[str],
+    streaming: pd.DataFrame,
 ) -> str:
     experiments = sorted({r.experiment for r in trial_set.records})
     ok, failed = len(trial_set.trials), len(trial_set.failed)
@@ -272,6 +278,8 @@ def _readme(
     if not figures:
         out += ["No finished trial has an accuracy to plot.", ""]
     out += ["## Latency", "", _latency_markdown(latency), ""]
+    if not streaming.empty:
+        out += ["## Streaming detection", "", _streaming_markdown(streaming), ""]
     out += ["## Ablations", ""]
     if items:
         out += [
@@ -368,6 +376,22 @@ def _claims_tally(claims) -> str:
         f"{len(claims)} verdicts on {len(touched)} claims ({', '.join(parts) or 'none'}); "
         f"{untouched} further claims of the paper are not touched by these records."
     )
+
+
+def _streaming_markdown(streaming: pd.DataFrame) -> str:
+    lead = (
+        "`kwsbench stream-eval` of each trained model, as the experiment asked: held-out test clips placed at "
+        "seeded random times over the dataset's noise; false-rejection rate (%) at a fixed number of false "
+        "alarms per hour, mean ± std over seeds."
+    )
+    headers = ["context", "variant", "seeds", "hours", "SNR dB", "keywords placed"]
+    headers += [f"FRR @ {t:g} FA/h" for t in FA_TARGETS]
+    rows = [
+        [r["context"], r["variant"], r["seeds"], r["hours"], r["snr_db"], r["occurrences"]]
+        + [pct(r[f"frr_at_{t:g}_fa_h"], r[f"frr_at_{t:g}_fa_h_std"]) for t in FA_TARGETS]
+        for r in streaming.to_dict("records")
+    ]
+    return lead + "\n\n" + markdown(headers, rows, "lllrrr" + "r" * len(FA_TARGETS))
 
 
 def _latency_markdown(latency: pd.DataFrame) -> str:

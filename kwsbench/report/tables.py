@@ -280,6 +280,37 @@ def ablation_table(items: Sequence[Ablation]) -> pd.DataFrame:
 _DIRECTION = {SUPPORTED: "higher", CONTRADICTED: "lower", UNDECIDED: "undecided"}
 
 
+FA_TARGETS = (0.5, 1.0, 2.0)  # false alarms per hour at which stream-eval reports false rejections
+
+
+def streaming_table(trial_set: TrialSet) -> pd.DataFrame:
+    """Per context and variant with streaming figures: FRR at each FA/h target, mean and std over seeds."""
+    rows = []
+    for (context, label), group in _groups(trial_set.trials).items():
+        evals = [t.record.stream_eval for t in group if t.record.stream_eval]
+        if not evals:
+            continue
+        row: dict[str, Any] = {
+            "context": trial_set.context_name(context),
+            "variant": label,
+            "seeds": len(evals),
+            "hours": _distinct([e.get("hours") for e in evals]),
+            "snr_db": _distinct([e.get("snr_db") for e in evals]),
+            "occurrences": sum(e.get("occurrences") or 0 for e in evals),
+        }
+        for target in FA_TARGETS:
+            rates = [
+                p["false_rejection_rate"]
+                for e in evals
+                for p in e.get("operating_points", [])
+                if p.get("target_false_alarms_per_hour") == target
+                and p.get("false_rejection_rate") is not None
+            ]
+            row[f"frr_at_{target:g}_fa_h"], row[f"frr_at_{target:g}_fa_h_std"] = mean_std(rates)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def trials_table(trial_set: TrialSet) -> pd.DataFrame:
     """Every trial (finished and failed), one row each, with its accuracies, counts and error."""
     context_of = {t.record.trial_id: trial_set.context_name(t.context) for t in trial_set.trials}

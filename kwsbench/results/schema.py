@@ -178,6 +178,9 @@ class TrialRecord(Record):
     finished_at: str | None = None
     error: str | None = None
     traceback: str | None = None
+    # Streaming detection when the experiment asks for it: hours, snr_db, occurrences and the false-rejection
+    # rate at each false-alarm target, overall and per keyword (the summary of a StreamEvalRecord).
+    stream_eval: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

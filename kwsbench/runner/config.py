@@ -68,10 +68,18 @@ class Recipe:
 
 @dataclass(frozen=True)
 class Measure:
-    """What is measured on each trained model: latency on these backends at this many threads, batch 1."""
+    """What is measured on each trained model: latency on these backends at this many threads, batch 1, and
+    with ``stream_hours`` > 0 streaming detection (``kwsbench stream-eval``): that many hours of the trial's
+    test-split clips over the dataset's noise at ``stream_snr_db``, false rejections at 0.5, 1 and 2 FA/h."""
 
     backends: tuple[str, ...] = ("eager", "optimized")
     threads: int = 1
+    stream_hours: float = 0.0
+    stream_snr_db: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not self.stream_hours >= 0:
+            raise ConfigError(f"measure stream_hours={self.stream_hours!r} must be >= 0 (0: no stream-eval)")
 
 
 def _resolved(path: Path | None) -> str | None:

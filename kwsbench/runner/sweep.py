@@ -165,8 +165,45 @@ class Sweep:
             (self.claims / f"{config.trial_id}.json").unlink()
 
 
-def measure_trained(config: TrialConfig, checkpoint: Path) -> dict:
-    """Params, MACs and latency per backend of a trained checkpoint (batch 1, the experiment's threads)."""
+def stream_summary(record) -> dict:
+    """The part of a ``StreamEvalRecord`` a trial record keeps: FRR at each FA/h target, overall and per keyword."""
+    return {
+        "hours": record.hours,
+        "snr_db": record.dataset.get("snr_db"),
+        "occurrences": sum(record.occurrences.values()) if record.occurrences else None,
+        "operating_points": [
+            {
+                "target_false_alarms_per_hour": p["target_false_alarms_per_hour"],
+                "threshold": p["threshold"],
+                "false_alarms_per_hour": p["false_alarms_per_hour"],
+                "false_rejection_rate": p["false_rejection_rate"],
+                "per_keyword": {
+                    k: v.get("false_rejection_rate") for k, v in p.get("per_keyword", {}).items()
+                },
+            }
+            for p in record.operating_points
+        ],
+    }
+
+
+def measure_stream(config: TrialConfig, checkpoint: Path, cache_dir=None) -> dict:
+    """``kwsbench stream-eval`` of a trained checkpoint as the experiment asks (``measure.stream_hours``)."""
+    from kwsbench.stream.detector import DetectorSettings
+    from kwsbench.stream.evaluate import evaluate_synthetic
+    from kwsbench.stream.scorer import CheckpointScorer
+
+    # Batches of 16 windows scored fastest (stream-eval's default); the stream's seed is the trial's.
+    scorer = CheckpointScorer(checkpoint, threads=config.measure.threads, batch=16)
+    record = evaluate_synthetic(
+        scorer, config.dataset, DetectorSettings(), hours=config.measure.stream_hours,
+        snr_db=config.measure.stream_snr_db, seed=config.seed, cache_dir=cache_dir, progress=False,
+    )  # fmt: skip
+    return stream_summary(record)
+
+
+def measure_trained(config: TrialConfig, checkpoint: Path, cache_dir=None) -> dict:
+    """Params, MACs and latency per backend of a trained checkpoint (batch 1, the experiment's threads), and
+    streaming detection when the experiment asks for it."""
     import torch
 
     from kwsbench.measure.bench import latency_of
@@ -184,6 +221,9 @@ def measure_trained(config: TrialConfig, checkpoint: Path) -> dict:
         "macs_total": macs.total,
         "macs_conv": macs.conv,
         "latency": [r.to_dict() for r in latency],
+        "stream_eval": measure_stream(config, checkpoint, cache_dir)
+        if config.measure.stream_hours > 0
+        else {},
     }
 
 
@@ -217,7 +257,7 @@ def run_trial(
             config, sweep.trial_dir(config), device=device, threads=threads, cache_dir=cache_dir,
             tracker=tracker, progress=progress,
         )  # fmt: skip
-        measured = measure_trained(config, outcome.checkpoint)
+        measured = measure_trained(config, outcome.checkpoint, cache_dir)
         metrics = {k: v for k, v in outcome.metrics.items() if k not in ("history", "config")}
         record = _record(
             config,
