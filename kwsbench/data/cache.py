@@ -281,11 +281,23 @@ def _sigint_blocked() -> Iterator[None]:
     if not hasattr(signal, "pthread_sigmask"):
         yield
         return
+    # The mask holds the signal back from this thread only: the kernel may hand it to another thread (the
+    # pool's manager thread), and Python then raises KeyboardInterrupt here anyway, possibly between a
+    # worker's spawn and the write of its start-up data (the worker dies with "EOFError: Ran out of input").
+    # So the Python handler is deferred too, and a Ctrl-C that came meanwhile is raised after spawning.
+    deferred: list[int] = []
+    handler = None
+    if threading.current_thread() is threading.main_thread():
+        handler = signal.signal(signal.SIGINT, lambda signum, frame: deferred.append(signum))
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        if handler is not None:
+            signal.signal(signal.SIGINT, handler)
+            if deferred and callable(handler):
+                handler(signal.SIGINT, None)  # the default handler raises KeyboardInterrupt
 
 
 @dataclass(frozen=True)
