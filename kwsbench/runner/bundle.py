@@ -7,22 +7,18 @@ who loads a bundled model can tell what it is and how good it is without trustin
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 from kwsbench.atomic import write_atomically, write_json_atomically
 from kwsbench.errors import ConfigError
+from kwsbench.export.exported import file_sha256
 from kwsbench.models.checkpoint import load_checkpoint
 from kwsbench.results import TrialRecord, read_records
 
 RETRAIN_COMMAND = (
     "make bundled  # kwsbench run experiments/bundled.yaml; kwsbench bundle results/bundled/results.jsonl"
 )
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def card_of(record: TrialRecord, checkpoint: Path) -> dict:
@@ -50,7 +46,7 @@ def card_of(record: TrialRecord, checkpoint: Path) -> dict:
         "finished_at": record.finished_at,
         "wall_time_s": record.wall_time_s,
         "provenance": record.provenance,
-        "sha256": _sha256(checkpoint),
+        "sha256": file_sha256(checkpoint),
     }
 
 
