@@ -77,9 +77,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.model_file is not None:
         if args.device != "cpu":
             raise ConfigError(
-                f"--device {args.device}: an exported model runs on ONNX Runtime's CPU provider; drop --device"
+                f"--device {args.device}: an exported model runs on a CPU runtime (--runtime); drop --device"
             )
-        result = evaluate_exported(args.model_file, dataset_spec(args), args.split, cache_dir=args.cache_dir)
+        result = evaluate_exported(
+            args.model_file, dataset_spec(args), args.split, cache_dir=args.cache_dir, runtime=args.runtime
+        )
+    elif args.runtime is not None:
+        raise ConfigError("--runtime applies to --model-file; a checkpoint runs on PyTorch (--device)")
     else:
         result = evaluate_checkpoint(
             args.checkpoint, dataset_spec(args), args.split, cache_dir=args.cache_dir, device=args.device
@@ -125,13 +129,17 @@ def register(sub) -> None:
     model.add_argument("--checkpoint", help="a checkpoint.pt written by `kwsbench train` or `run`")
     model.add_argument(
         "--model-file",
-        help="an ONNX model written by `kwsbench export` (its JSON beside it), run on ONNX Runtime",
+        help="an ONNX model written by `kwsbench export` (its JSON beside it), run on --runtime",
     )
     add_dataset_options(evaluate)
     evaluate.add_argument(
         "--split", choices=("test", "validation", "train", "all"), default="test", help="which clips"
     )
     evaluate.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to evaluate")
+    evaluate.add_argument(
+        "--runtime", choices=("onnxruntime", "openvino"), default=None,
+        help="the runtime of a --model-file (default: onnxruntime)",
+    )  # fmt: skip
     evaluate.add_argument("--cache-dir", default=None, help="clip cache folder (default: $KWSBENCH_CACHE)")
     add_common(evaluate, json_help="print one JSON object (accuracy, per_class, confusion, clips)")
     evaluate.set_defaults(func=_evaluate)

@@ -2,7 +2,7 @@
 
 ``load_exported`` is the one way ``listen``, ``stream-eval`` and ``evaluate`` open a ``kwsbench export``: it
 refuses a file without its JSON (or with a JSON of another format, or one written for another ONNX file) on
-one line, and returns an :class:`ExportedModel` whose ``run`` maps inputs to logits on ONNX Runtime.
+one line, and returns an :class:`ExportedModel` whose ``run`` maps inputs to logits on ONNX Runtime or OpenVINO.
 """
 
 from __future__ import annotations
@@ -23,6 +23,10 @@ EXPORT_FORMAT = "kwsbench-export/1"
 # What the JSON beside the ONNX file must hold (see kwsbench.export.onnx for how each is filled).
 SIDECAR_KEYS = ("format", "onnx_sha256", "labels", "input", "input_spec", "model", "source", "versions")
 INPUT_KINDS = ("waveform", "features")
+# The CPU runtimes an exported file runs on. An int8 (QDQ) file runs as int8 on both: ONNX Runtime fuses the
+# Quantize/Dequantize pairs into integer kernels, OpenVINO's low-precision transformations do the same.
+EXPORT_RUNTIMES = ("onnxruntime", "openvino")
+_RUNTIME_NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
 
 
 def sidecar_path(onnx_path: str | os.PathLike) -> Path:
@@ -41,7 +45,7 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 @dataclass
 class ExportedModel:
-    """An exported model ready to run on ONNX Runtime's CPU provider.
+    """An exported model ready to run on a CPU runtime (``runtime``: one of ``EXPORT_RUNTIMES``).
 
     ``run(x)`` takes ``(B, clip_samples)`` float32 audio at ``sample_rate`` when ``takes_waveform`` (the
     log-mel frontend is inside the graph), else features ``(B, 1, n_features, frames)`` as
@@ -53,19 +57,26 @@ class ExportedModel:
     path: Path
     meta: dict[str, Any]
     threads: int = 1
-    _session: Any = field(default=None, init=False, repr=False)
+    runtime: str = EXPORT_RUNTIMES[0]
+    _run_one: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        from kwsbench.measure.backends import ort_session
+        from kwsbench.measure.backends import openvino_runner, ort_runner
 
+        if self.runtime not in EXPORT_RUNTIMES:
+            raise ConfigError(
+                f"runtime {self.runtime!r}: an exported model runs on one of {', '.join(EXPORT_RUNTIMES)}"
+            )
         try:
-            self._session = ort_session(self.path, self.threads)
-        except Exception as err:  # noqa: BLE001 - ONNX Runtime raises its own exception types
+            if self.runtime == "onnxruntime":
+                self._run_one = ort_runner(self.path, self.threads)
+            else:
+                self._run_one = openvino_runner(self.path, self.threads, self.input_shape)
+        except Exception as err:  # noqa: BLE001 - each runtime raises its own exception types
             first = (str(err).strip().splitlines() or [""])[0][:200]
             raise ModelError(
-                f"{self.path}: ONNX Runtime cannot load it ({first}); write it again with `kwsbench export`"
+                f"{self.path}: {_RUNTIME_NAMES[self.runtime]} cannot load it ({first}); write it again with `kwsbench export`"
             ) from None
-        self._input_name = self._session.get_inputs()[0].name
 
     @property
     def labels(self) -> list[str]:
@@ -113,8 +124,7 @@ class ExportedModel:
         if len(x) == 0:
             return np.zeros((0, len(self.meta["labels"])), dtype=np.float32)
         x = np.ascontiguousarray(x)
-        rows = [self._session.run(None, {self._input_name: x[i : i + 1]})[0] for i in range(len(x))]
-        return np.concatenate(rows)
+        return np.concatenate([self._run_one(x[i : i + 1]) for i in range(len(x))])
 
 
 def _read_sidecar(onnx_path: Path) -> dict[str, Any]:
@@ -143,8 +153,11 @@ def _read_sidecar(onnx_path: Path) -> dict[str, Any]:
     return meta
 
 
-def load_exported(path: str | os.PathLike, *, threads: int = 1) -> ExportedModel:
-    """Open a ``kwsbench export`` (``model.onnx`` with ``model.json`` beside it) on ``threads`` CPU threads.
+def load_exported(
+    path: str | os.PathLike, *, threads: int = 1, runtime: str = EXPORT_RUNTIMES[0]
+) -> ExportedModel:
+    """Open a ``kwsbench export`` (``model.onnx`` with ``model.json`` beside it) on ``runtime`` with ``threads``
+    CPU threads.
 
     Anything else (a missing file, an ONNX file without its JSON, a JSON of another format or written for
     other bytes) is a one-line :class:`ModelError` naming the fix.
@@ -152,4 +165,4 @@ def load_exported(path: str | os.PathLike, *, threads: int = 1) -> ExportedModel
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: no such exported model; write one with `kwsbench export`")
-    return ExportedModel(path, _read_sidecar(path), threads=threads)
+    return ExportedModel(path, _read_sidecar(path), threads=threads, runtime=runtime)

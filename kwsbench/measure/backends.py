@@ -119,6 +119,39 @@ def ort_session(path: Path, threads: int, level: str = "all", spinning: bool = T
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
+def ort_runner(path: Path, threads: int, level: str = "all", spinning: bool = True):
+    """``run(x) -> logits`` over an ONNX Runtime session on fresh float32 input (x changes every call)."""
+    session = ort_session(path, threads, level, spinning)
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x})[0]
+
+
+def openvino_runner(path: Path, threads: int, shape: tuple[int, ...]):
+    """``run(x) -> logits`` on OpenVINO's CPU plugin for inputs of the fixed ``shape``, float32 pinned
+    (OpenVINO would pick bf16 on AVX-512 bf16 CPUs; an int8 QDQ graph still runs its integer kernels)."""
+    import openvino as ov
+
+    config = {
+        "INFERENCE_PRECISION_HINT": "f32",
+        "INFERENCE_NUM_THREADS": threads,
+        "PERFORMANCE_HINT": "LATENCY",
+        "NUM_STREAMS": 1,
+    }
+    core = ov.Core()
+    request = core.compile_model(core.read_model(str(path)), "CPU", config).create_infer_request()
+    # One input tensor over our own buffer, bound once: a copy into it and infer() measured 0.42 ms for
+    # BC-ResNet-1 with log-mel, against 0.55 ms for infer([x]), which wraps a new tensor every call.
+    buffer = np.zeros(shape, dtype=np.float32)
+    request.set_input_tensor(ov.Tensor(buffer, shared_memory=True))
+
+    def run(x: np.ndarray) -> np.ndarray:
+        np.copyto(buffer, x)
+        request.infer()
+        return request.get_output_tensor(0).data.copy()
+
+    return run
+
+
 def _ort_run(
     path: Path, x: np.ndarray, threads: int, *, level: str = "all", bound: bool = False, spinning=True
 ):

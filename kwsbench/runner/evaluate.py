@@ -220,14 +220,16 @@ def evaluate_exported(
     cache_dir: str | os.PathLike | None = None,
     batch_size: int = 100,
     threads: int = 1,
+    runtime: str | None = None,
     progress: bool = True,
 ) -> Evaluation:
     """``kwsbench evaluate --model-file``: an exported ONNX model on a dataset (``DatasetSpec``), labels
-    matched by name, on ONNX Runtime with ``threads`` threads: the same ``Evaluation`` as a checkpoint's."""
+    matched by name, on ``runtime`` (ONNX Runtime by default) with ``threads`` threads: the same
+    ``Evaluation`` as a checkpoint's."""
     from kwsbench.export.exported import load_exported
     from kwsbench.runner.loop import open_cache
 
-    exported = load_exported(model_file, threads=threads)
+    exported = load_exported(model_file, threads=threads, runtime=runtime or "onnxruntime")
     cache = open_cache(spec, cache_dir=cache_dir, progress=progress)
     model, frontend = exported_pipeline(exported, cache)
     return evaluate_split(model, frontend, cache, split, labels=exported.labels, batch_size=batch_size)

@@ -26,7 +26,13 @@ import torch
 from torch import nn
 
 from kwsbench.errors import BackendError, ConfigError
-from kwsbench.measure.backends import export_onnx, ort_session, parity_bound, prepare_backend
+from kwsbench.measure.backends import (
+    export_onnx,
+    openvino_runner,
+    ort_runner,
+    parity_bound,
+    prepare_backend,
+)
 from kwsbench.measure.latency import torch_threads
 from kwsbench.stream.backend_names import STREAM_BACKENDS
 
@@ -59,47 +65,16 @@ def _eager(model: nn.Module, threads: int) -> Callable[[np.ndarray], np.ndarray]
     return run
 
 
-def _onnxruntime(path: Path, threads: int, level: str = "all", spinning: bool = True):
-    session = ort_session(path, threads, level, spinning)
-    name = session.get_inputs()[0].name
-    return lambda x: session.run(None, {name: x})[0]
-
-
-def _openvino(path: Path, threads: int, shape: tuple[int, ...]):
-    import openvino as ov
-
-    # As kwsbench.measure.backends runs it: float32 pinned (OpenVINO would pick bf16 on AVX-512 bf16 CPUs).
-    config = {
-        "INFERENCE_PRECISION_HINT": "f32",
-        "INFERENCE_NUM_THREADS": threads,
-        "PERFORMANCE_HINT": "LATENCY",
-        "NUM_STREAMS": 1,
-    }
-    core = ov.Core()
-    request = core.compile_model(core.read_model(str(path)), "CPU", config).create_infer_request()
-    # One input tensor over our own buffer, bound once: a copy into it and infer() measured 0.42 ms for
-    # BC-ResNet-1 with log-mel, against 0.55 ms for infer([x]), which wraps a new tensor every call.
-    buffer = np.zeros(shape, dtype=np.float32)
-    request.set_input_tensor(ov.Tensor(buffer, shared_memory=True))
-
-    def run(x: np.ndarray) -> np.ndarray:
-        np.copyto(buffer, x)
-        request.infer()
-        return request.get_output_tensor(0).data.copy()
-
-    return run
-
-
 def _optimized(model: nn.Module, example: torch.Tensor, threads: int, workdir: Path, label: str):
     prepared = prepare_backend("optimized", model, example, threads=threads, workdir=workdir, label=label)
     # The note names the runtime configuration the selection picked: "rewritten graph on <choice> (...)".
     choice = prepared.note.split(" on ", 1)[-1].split(" (", 1)[0]
     path = workdir / "optimized.onnx"
     if choice == "openvino-f32":
-        run = _openvino(path, threads, tuple(example.shape))
+        run = openvino_runner(path, threads, tuple(example.shape))
     elif choice.startswith("onnxruntime-"):
         level = "extended" if "extended" in choice else "all"
-        run = _onnxruntime(path, threads, level, spinning="nospin" not in choice)
+        run = ort_runner(path, threads, level, spinning="nospin" not in choice)
     else:
         raise BackendError(
             f"{label}: optimized picked {choice!r}, which streaming cannot open; use --backend onnxruntime"
@@ -128,9 +103,9 @@ def build_runtime(
             with torch_threads(threads):
                 path = export_onnx(model, example, workdir / "model.onnx", label)
             if backend == "onnxruntime":
-                run = _onnxruntime(path, threads)
+                run = ort_runner(path, threads)
             else:
-                run = _openvino(path, threads, tuple(example.shape))
+                run = openvino_runner(path, threads, tuple(example.shape))
             note = "graph optimisation level ALL" if backend == "onnxruntime" else "inference precision f32"
     with torch_threads(threads), torch.inference_mode():
         expected = model(example).numpy()

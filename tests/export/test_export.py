@@ -278,23 +278,30 @@ def test_int8_figures_come_from_real_accuracies(word_model, four_words, tmp_path
     int8 = meta["int8"]
     assert meta["parity"]["inputs"].endswith("test clips of folder, seed 0")
 
-    # Recompute both accuracies and the agreement from the two files on the same test split.
+    # Recompute both accuracies and the agreement from the two files on the same test split, per runtime.
     cache = open_cache(four_words, progress=False)
-    predictions = {}
-    for key, path in (("fp32", fp32_path), ("int8", int8_path)):
-        exported = load_exported(path)
-        model, frontend = exported_pipeline(exported, cache)
-        targets, predictions[key] = split_predictions(model, frontend, cache, "test", labels=exported.labels)
-    accuracy = {k: float((p == targets).mean()) for k, p in predictions.items()}
-    agreement = float((predictions["fp32"] == predictions["int8"]).mean())
     figures = int8["accuracy"]
-    assert figures["clips"] == len(targets) == cache.counts()["test"]
-    assert figures["fp32"] == pytest.approx(accuracy["fp32"], abs=1e-6)
-    assert figures["int8"] == pytest.approx(accuracy["int8"], abs=1e-6)
-    assert figures["delta"] == pytest.approx(accuracy["int8"] - accuracy["fp32"], abs=2e-6)
-    assert figures["agreement"] == pytest.approx(agreement, abs=1e-6)
-    assert agreement > 0.5  # "most clips": quantisation keeps the float model's decision ...
-    assert len(set(predictions["fp32"].tolist())) > 2  # ... which is not one class for every clip
+    assert figures["clips"] == cache.counts()["test"]
+    for runtime in ("onnxruntime", "openvino"):
+        predictions = {}
+        for key, path in (("fp32", fp32_path), ("int8", int8_path)):
+            exported = load_exported(path, runtime=runtime)
+            model, frontend = exported_pipeline(exported, cache)
+            targets, predictions[key] = split_predictions(
+                model, frontend, cache, "test", labels=exported.labels
+            )
+        accuracy = {k: float((p == targets).mean()) for k, p in predictions.items()}
+        agreement = float((predictions["fp32"] == predictions["int8"]).mean())
+        got = figures[runtime]
+        assert len(targets) == figures["clips"]
+        assert got["fp32"] == pytest.approx(accuracy["fp32"], abs=1e-6)
+        assert got["int8"] == pytest.approx(accuracy["int8"], abs=1e-6)
+        assert got["delta"] == pytest.approx(accuracy["int8"] - accuracy["fp32"], abs=2e-6)
+        assert got["agreement"] == pytest.approx(agreement, abs=1e-6)
+        assert agreement > 0.5  # "most clips": quantisation keeps the float model's decision ...
+        assert len(set(predictions["fp32"].tolist())) > 2  # ... which is not one class for every clip
+    # Both runtimes run the same float32 file: their fp32 predictions differ at most on a near-tie clip.
+    assert abs(figures["onnxruntime"]["fp32"] - figures["openvino"]["fp32"]) <= 1 / figures["clips"] + 1e-9
     assert int8["calibration"]["clips"] == cache.counts()["train"]  # fewer than 300: all of them
 
     # The file is really int8: per-channel int8 convolution weights; the frontend stays float32.
@@ -332,10 +339,14 @@ def test_evaluate_model_file_equals_evaluate_checkpoint(word_model, four_words, 
     # Every split: the CLI's default fractions differ from the fixture's, the clips do not.
     data = ["--dataset", "folder", "--data-dir", str(four_words.data_dir), "--split", "all"]
     results = {}
-    for option, path in (("--checkpoint", word_model), ("--model-file", out)):
-        assert main(["evaluate", option, str(path), *data, "--json"]) == 0
-        results[option] = json.loads(capsys.readouterr().out)
+    runs = (("--checkpoint", word_model, []), ("--model-file", out, []))
+    runs += (("openvino", out, ["--runtime", "openvino"]),)
+    for key, path, extra in runs:
+        option = "--checkpoint" if key == "--checkpoint" else "--model-file"
+        assert main(["evaluate", option, str(path), *data, *extra, "--json"]) == 0
+        results[key] = json.loads(capsys.readouterr().out)
     assert results["--model-file"]["confusion"] == results["--checkpoint"]["confusion"]
+    assert results["openvino"]["confusion"] == results["--checkpoint"]["confusion"]
     cache = open_cache(four_words, progress=False)
     assert results["--model-file"]["clips"] == sum(cache.counts().values()) == 4 * 30  # the fixture's clips
     # The library function gives the same Evaluation as the CLI prints.
@@ -377,7 +388,12 @@ def test_cli_errors(one_export, calibrated_checkpoint, tmp_path, capsys):
     data = ["--dataset", "folder", "--data-dir", str(tmp_path)]
     _one_line_error(capsys, ["evaluate", "--model-file", str(checkpoint), *data], "no checkpoint.json beside")
     _one_line_error(
-        capsys, ["evaluate", "--model-file", str(one_export), "--device", "cuda", *data], "CPU provider"
+        capsys, ["evaluate", "--model-file", str(one_export), "--device", "cuda", *data], "CPU runtime"
+    )
+    _one_line_error(
+        capsys,
+        ["evaluate", "--checkpoint", checkpoint, "--runtime", "openvino", *data],
+        "applies to --model-file",
     )
     _one_line_error(
         capsys,
