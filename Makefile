@@ -11,7 +11,7 @@ export KWSBENCH_SHARED_DATA ?= $(abspath ../shared/data)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,ray]'
 	touch $(STAMP)
 
 venv: $(STAMP)

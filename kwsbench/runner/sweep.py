@@ -90,6 +90,9 @@ class SweepSummary:
     finished: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     skipped_running: list[str] = field(default_factory=list)
+    # Ray executor only: per trial id, seconds from submitting the trial to the driver holding its record,
+    # less the trial's own wall_time_s (scheduling, worker start-up and imports, transfers).
+    overhead_s: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -244,11 +247,10 @@ def run_trial(
     sweep: Sweep, config: TrialConfig, *, device: str, threads: int, cache_dir, tracker, progress: bool
 ) -> TrialRecord:
     """Train and measure one claimed trial; any failure becomes a ``failed`` record (Ctrl-C propagates)."""
-    from kwsbench.measure.provenance import collect_provenance
     from kwsbench.runner.loop import train_trial
 
-    started, start = _now(), time.perf_counter()
-    common = dict(provenance=collect_provenance(threads), git_commit=git_commit(), started_at=started)
+    start = time.perf_counter()
+    common = provenance_fields(threads)
     tracker.start_trial(
         config.trial_id, config.label, {**config.identity(), "device": device, "threads": threads}
     )
@@ -287,19 +289,84 @@ def run_trial(
         tracker.end_trial("killed", {}, [])
         raise
     except Exception as err:  # noqa: BLE001 - a failed trial is recorded, the sweep goes on
-        lines = str(err).strip().splitlines()
-        message = f"{type(err).__name__}: {lines[0] if lines else ''}"
-        record = _record(
-            config,
-            status="failed",
-            error=message,
-            traceback="".join(traceback.format_exception(err)),
-            wall_time_s=round(time.perf_counter() - start, 1),
-            finished_at=_now(),
-            **common,
-        )
+        record = failed_record(
+            config, error_line(err), "".join(traceback.format_exception(err)),
+            seconds=time.perf_counter() - start, common=common,
+        )  # fmt: skip
         tracker.end_trial("failed", record.to_dict(), [])
         return record
+
+
+def error_line(err: BaseException) -> str:
+    """``Type: first line of the message``: the ``error`` of a failed record."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0] if lines else ''}"
+
+
+def provenance_fields(threads: int) -> dict:
+    """The provenance, commit and start time every record of a trial starting now carries."""
+    from kwsbench.measure.provenance import collect_provenance
+
+    return dict(provenance=collect_provenance(threads), git_commit=git_commit(), started_at=_now())
+
+
+def failed_record(config: TrialConfig, error: str, traceback_text: str, *, seconds: float, common: dict):
+    """The ``failed`` record of ``config``: its ``error`` line, the traceback, ``seconds`` spent on it."""
+    return _record(
+        config,
+        status="failed",
+        error=error,
+        traceback=traceback_text,
+        wall_time_s=round(seconds, 1),
+        finished_at=_now(),
+        **common,
+    )
+
+
+class SweepRun:
+    """The bookkeeping every executor shares: claims, records appended as trials finish, the summary, and
+    ``--fail-fast``. An executor only decides where and when each claimed trial runs."""
+
+    def __init__(self, sweep: Sweep, keep_going: bool) -> None:
+        self.sweep = sweep
+        self.keep_going = keep_going
+        self.summary = SweepSummary(out_dir=str(sweep.out))
+
+    def claim(self, config: TrialConfig) -> bool:
+        """Claim ``config`` for this process; False (and noted in the summary) when done or running elsewhere."""
+        state = self.sweep.claim(config)
+        if state == "done":
+            self.summary.done_before.append(config.trial_id)
+        elif state == "running":
+            self.summary.skipped_running.append(config.trial_id)
+        return state == "claimed"
+
+    def finish(self, config: TrialConfig, record: TrialRecord) -> None:
+        """Append ``record`` and release the claim; a failed one stops the sweep under ``--fail-fast``."""
+        self.sweep.finish(record)
+        if record.status == "ok":
+            self.summary.finished.append(config.trial_id)
+            return
+        self.summary.failed.append(config.trial_id)
+        log.warning("trial %s (%s) failed: %s", config.trial_id, config.label, record.error)
+        if not self.keep_going:
+            raise KwsbenchError(
+                f"trial {config.label} failed ({record.error}); its record is in {self.sweep.results}"
+            )
+
+
+@contextlib.contextmanager
+def tracked_sweep(tracker, experiment: Experiment):
+    """Open the sweep in ``tracker`` for the block; close it ``ok``, or ``failed`` when the block raises."""
+    tracker.start_sweep(experiment.name, {"source": experiment.source, "trials": len(experiment.trials())})
+    status = "ok"
+    try:
+        yield
+    except BaseException:
+        status = "failed"
+        raise
+    finally:
+        tracker.end_sweep(status)
 
 
 def run_experiment(
@@ -311,54 +378,47 @@ def run_experiment(
     cache_dir: str | os.PathLike | None = None,
     device: str | None = None,
     progress: bool = True,
+    ray=None,
 ) -> SweepSummary:
-    """Run every trial not yet done; see the module docstring for what is skipped, resumed and recorded."""
-    from tqdm import tqdm
+    """Run every trial not yet done; see the module docstring for what is skipped, resumed and recorded.
 
+    ``ray`` (a ``kwsbench.runner.ray_executor.RayOptions``) runs the trials as Ray tasks; None runs them
+    here, one after another.
+    """
     from kwsbench.runner.tracking import make_tracker
 
-    sweep = Sweep(experiment, out_dir)
-    summary = SweepSummary(out_dir=str(sweep.out))
-    trials = experiment.trials()
-    tracker = make_tracker(tracking_uri, sweep.out)
-    tracker.start_sweep(experiment.name, {"source": experiment.source, "trials": len(trials)})
-    status = "ok"
-    try:
-        bar = tqdm(trials, desc=f"{experiment.name}", unit="trial", disable=not progress)
-        for config in bar:
-            bar.set_postfix_str(config.label)
-            state = sweep.claim(config)
-            if state == "done":
-                summary.done_before.append(config.trial_id)
-                continue
-            if state == "running":
-                summary.skipped_running.append(config.trial_id)
-                continue
-            try:
-                record = run_trial(
-                    sweep, config, device=device or experiment.device, threads=experiment.threads,
-                    cache_dir=cache_dir, tracker=tracker, progress=progress,
-                )  # fmt: skip
-            except BaseException:
-                sweep.release(config)  # interrupted: the next run resumes it from its last epoch
-                raise
-            sweep.finish(record)
-            if record.status == "ok":
-                summary.finished.append(config.trial_id)
-            else:
-                summary.failed.append(config.trial_id)
-                log.warning("trial %s (%s) failed: %s", config.trial_id, config.label, record.error)
-                if not keep_going:
-                    status = "failed"
-                    raise KwsbenchError(
-                        f"trial {config.label} failed ({record.error}); its record is in {sweep.results}"
-                    )
-    except BaseException:
-        status = "failed" if status == "ok" else status
-        raise
-    finally:
-        tracker.end_sweep(status)
-    return summary
+    run = SweepRun(Sweep(experiment, out_dir), keep_going)
+    tracker = make_tracker(tracking_uri, run.sweep.out)
+    device = device or experiment.device
+    if ray is not None:
+        from kwsbench.runner.ray_executor import run_on_ray
+
+        run_on_ray(run, tracker, ray, device=device, cache_dir=cache_dir, progress=progress)
+    else:
+        with tracked_sweep(tracker, experiment):
+            _run_here(run, tracker, device=device, cache_dir=cache_dir, progress=progress)
+    return run.summary
+
+
+def _run_here(run: SweepRun, tracker, *, device: str, cache_dir, progress: bool) -> None:
+    """The local executor: each trial in this process, in grid order, at the experiment's threads."""
+    from tqdm import tqdm
+
+    experiment = run.sweep.experiment
+    bar = tqdm(experiment.trials(), desc=f"{experiment.name}", unit="trial", disable=not progress)
+    for config in bar:
+        bar.set_postfix_str(config.label)
+        if not run.claim(config):
+            continue
+        try:
+            record = run_trial(
+                run.sweep, config, device=device, threads=experiment.threads, cache_dir=cache_dir,
+                tracker=tracker, progress=progress,
+            )  # fmt: skip
+        except BaseException:
+            run.sweep.release(config)  # interrupted: the next run resumes it from its last epoch
+            raise
+        run.finish(config, record)
 
 
 def format_status(statuses: list[TrialStatus]) -> str:
@@ -372,8 +432,14 @@ def format_status(statuses: list[TrialStatus]) -> str:
 
 
 def format_summary(summary: SweepSummary) -> str:
+    overhead = ""
+    if summary.overhead_s:
+        values = sorted(summary.overhead_s.values())
+        overhead = (
+            f"; Ray overhead per trial: median {values[len(values) // 2]:.2f} s, max {values[-1]:.2f} s"
+        )
     return (
         f"{len(summary.finished)} trials finished, {len(summary.failed)} failed, {len(summary.done_before)} "
         f"already done, {len(summary.skipped_running)} running elsewhere; records in "
-        f"{Path(summary.out_dir) / RESULTS_NAME}"
+        f"{Path(summary.out_dir) / RESULTS_NAME}{overhead}"
     )

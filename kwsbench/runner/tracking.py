@@ -99,6 +99,10 @@ class NullTracker:
     def end_sweep(self, status: str) -> None:
         """Do nothing."""
 
+    def trial_tracker(self) -> NullTracker:
+        """Itself: no state to keep apart between concurrent trials."""
+        return self
+
 
 def make_tracker(uri: str | None, out_dir: Path) -> Tracker:
     """The tracker for ``uri``; ``out_dir`` is the results folder of the sweep.
@@ -185,6 +189,19 @@ class MlflowTracker:
         )
         self._sweep_run_id = run.info.run_id
         self._log_params(self._sweep_run_id, params)
+
+    def trial_tracker(self) -> MlflowTracker:
+        """A tracker for one of several trials running at once in this open sweep (the Ray executor's).
+
+        It shares this tracker's client, experiment and sweep run but keeps its own open trial, so concurrent
+        trials never close each other's runs. Call only ``start_trial``, ``log_epoch`` and ``end_trial`` on it;
+        the sweep stays this tracker's to end.
+        """
+        child = MlflowTracker(self.uri, self.artifact_location)
+        child.enabled = self.enabled
+        child._client, child._experiment_id = self._client, self._experiment_id
+        child._sweep_run_id = self._sweep_run_id
+        return child
 
     @_guarded
     def start_trial(self, trial_id: str, run_name: str, params: dict[str, object]) -> None:
