@@ -11,7 +11,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from kwsbench.errors import ModelError
-from kwsbench.models.layers import ClassifierTail, FrequencyPool, check_input, conv_norm_act, pointwise
+from kwsbench.models.layers import (
+    ClassifierTail,
+    FrequencyPool,
+    check_input,
+    check_temporal_padding,
+    conv_norm_act,
+    pointwise,
+    temporal_conv,
+)
 from kwsbench.models.registry import Declared, DeclaredAccuracy, InputSpec, Reference, register_model
 from kwsbench.models.rewrite import InferenceContext, TrainingContext, swap_class
 
@@ -48,6 +56,7 @@ class BCResBlock(nn.Module):
 
     f2: [1x1 conv -> BN -> ReLU if channels change] -> 3x1 frequency-depthwise conv -> SubSpectral Norm.
     f1: 1x3 temporal-depthwise conv (dilated) -> BN -> swish -> 1x1 conv -> Dropout2d.
+    ``temporal_padding="causal"`` pads that conv on the past only (``CausalConv2d``).
     ``(B, C_in, F, T) -> (B, C_out, F / freq_stride, T)``.
     """
 
@@ -65,6 +74,7 @@ class BCResBlock(nn.Module):
         frequency_pool: str = "avg",
         broadcast: str = "add",
         dropout: float = 0.1,
+        temporal_padding: str = "same",
     ):
         super().__init__()
         self.transition = in_channels != out_channels
@@ -95,10 +105,15 @@ class BCResBlock(nn.Module):
                 out_channels,
                 out_channels,
                 (1, 3),
-                padding=(0, time_dilation),
-                dilation=(1, time_dilation),
-                groups=out_channels,
                 activation=nn.SiLU,
+                conv=temporal_conv(
+                    out_channels,
+                    out_channels,
+                    (1, 3),
+                    dilation=(1, time_dilation),
+                    groups=out_channels,
+                    temporal_padding=temporal_padding,
+                ),
             ),
             pointwise(out_channels, out_channels),
             nn.Dropout2d(dropout),
@@ -124,8 +139,9 @@ class BCResBlock(nn.Module):
     def for_inference(self, context: InferenceContext) -> nn.Module:
         """The frequency average and the temporal depthwise conv after it as one ``F x k`` depthwise conv.
 
-        Zero padding in time commutes with the average, so the conv with its ``1 x k`` weights repeated
-        over the ``F`` frequencies and divided by ``F`` is exact; it removes a reduction per block, and the
+        Zero padding in time (centred or causal) commutes with the average, so the conv with its ``1 x k``
+        weights repeated over the ``F`` frequencies and divided by ``F`` is exact; it removes a reduction
+        per block, and the
         BatchNorm after it is then folded into it like any other. A max over frequency does not commute
         with the convolution and stays.
         """
@@ -136,7 +152,8 @@ class BCResBlock(nn.Module):
         temporal = self.f1[0][0]  # f1 = [temporal conv -> BN -> swish], 1x1 conv, dropout (see __init__)
         c, _, kf, kt = temporal.weight.shape
         assert kf == 1, "BC-ResBlock's temporal convolution has a 1 x k kernel"
-        fused = nn.Conv2d(
+        # type(temporal): a causal conv stays causal (its padding then holds the frequency part only).
+        fused = type(temporal)(
             c,
             c,
             (frequencies, kt),
@@ -174,7 +191,11 @@ class FastBCResBlock(BCResBlock):
 class BCResNet(nn.Module):
     """BC-ResNet-τ: head, four stages of BC-ResBlocks (2, 2, 4, 4), tail. ``(B, 1, n_mels, T) -> (B, classes)``.
 
-    Options are the paper's Table 2 ablations, named as a reader of that table would expect.
+    Options are the paper's Table 2 ablations, named as a reader of that table would expect, and
+    ``temporal_padding``: ``"same"`` (the paper's centred padding) or ``"causal"``: every convolution with
+    temporal extent (the head's 5x5, the blocks' dilated 1x3 depthwise, the tail's 5x5 depthwise) pads only
+    the past, so the output at frame ``t`` reads no frame after ``t`` and the model can stream
+    (``kwsbench.stream.incremental``). Frequency padding and the parameter count are unchanged.
     """
 
     # Every forward inside is layout-agnostic: the training rewrite runs its convolutions channels-last.
@@ -194,8 +215,10 @@ class BCResNet(nn.Module):
         frequency_pool: str = "avg",
         broadcast: str = "add",
         dropout: float = 0.1,
+        temporal_padding: str = "same",
     ):
         super().__init__()
+        check_temporal_padding(temporal_padding)
         if broadcast not in ("add", "attention"):
             raise ModelError(f"broadcast must be 'add' or 'attention', got {broadcast!r}")
         if frequency_pool not in ("avg", "max"):
@@ -210,9 +233,17 @@ class BCResNet(nn.Module):
                     f"(n_mels={n_mels}); choose one of {divisors}"
                 )
         self.n_mels = n_mels
+        self.temporal_padding = temporal_padding
         c = bcresnet_channels(tau, base_channels)
         self.channels = c
-        self.head = conv_norm_act(1, c[0], 5, stride=(2, 1), padding=2)
+        self.head = conv_norm_act(
+            1,
+            c[0],
+            5,
+            conv=temporal_conv(
+                1, c[0], (5, 5), frequency_padding=2, stride=(2, 1), temporal_padding=temporal_padding
+            ),
+        )
         block_options = dict(
             use_subspectral_norm=use_subspectral_norm,
             num_subbands=num_subbands,
@@ -221,6 +252,7 @@ class BCResNet(nn.Module):
             frequency_pool=frequency_pool,
             broadcast=broadcast,
             dropout=dropout,
+            temporal_padding=temporal_padding,
         )
         blocks: list[nn.Module] = []
         for stage, (n_blocks, stride, dilation) in enumerate(STAGES):
@@ -235,7 +267,7 @@ class BCResNet(nn.Module):
                     )
                 )
         self.blocks = nn.Sequential(*blocks)
-        self.tail = ClassifierTail(c[4], c[5], num_classes)
+        self.tail = ClassifierTail(c[4], c[5], num_classes, temporal_padding=temporal_padding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.n_mels)

@@ -148,6 +148,94 @@ class FastFrequencyPool(FrequencyPool):
         return x.max(2, keepdim=True).values
 
 
+class CausalConv2d(nn.Conv2d):
+    """``nn.Conv2d`` that pads only the past in time: ``(kernel_t - 1) * dilation_t`` zeros on the left.
+
+    ``padding`` applies to frequency only (its time entry must be 0), so output frame ``t`` reads input
+    frames ``t - (kernel_t - 1) * dilation_t .. t`` and never a later one: the model can run frame by frame
+    (``kwsbench.stream.incremental``). Same weights, same parameter count as the centred convolution.
+    ``(B, C_in, F, T) -> (B, C_out, F', T)``.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if isinstance(self.padding, str) or self.padding[1] != 0 or self.stride[1] != 1:
+            raise ModelError(
+                f"CausalConv2d pads time itself; got padding={self.padding}, stride={self.stride}: "
+                "give frequency padding only, (p, 0), and time stride 1"
+            )
+        self.causal_padding = (self.kernel_size[1] - 1) * self.dilation[1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(F.pad(x, (self.causal_padding, 0)))
+
+    def for_training(self, context: TrainingContext) -> nn.Module:
+        """Channels-last inside models that declare it (oneDNN's NHWC kernels, see ``reformulate``)."""
+        if context.channels_last and self.padding_mode == "zeros":
+            return swap_class(self, CausalConv2d, ChannelsLastCausalConv2d)
+        return self
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", causal_padding={self.causal_padding}"
+
+
+class ChannelsLastCausalConv2d(CausalConv2d):
+    """``CausalConv2d`` computed on an NHWC copy of its input; the output stays NHWC."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(to_channels_last(x))
+
+
+TEMPORAL_PADDINGS = ("same", "causal")
+
+
+def check_temporal_padding(value: str) -> str:
+    """``value`` if it names a temporal padding, else a one-line :class:`ModelError`."""
+    if value not in TEMPORAL_PADDINGS:
+        raise ModelError(f"temporal_padding must be 'same' or 'causal', got {value!r}")
+    return value
+
+
+def temporal_conv(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: tuple[int, int],
+    *,
+    frequency_padding: int = 0,
+    stride: int | Sequence[int] = 1,
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+    temporal_padding: str = "same",
+) -> nn.Conv2d:
+    """A bias-free ``F x T`` convolution padded centred in time (``"same"``) or on the past only (``"causal"``).
+
+    ``"same"`` pads ``dilation_t * (kernel_t - 1) // 2`` frames on both sides (odd kernels).
+    """
+    dilation_t = dilation if isinstance(dilation, int) else dilation[1]
+    if check_temporal_padding(temporal_padding) == "causal":
+        return CausalConv2d(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            (frequency_padding, 0),
+            dilation,
+            groups,
+            bias=False,
+        )
+    time_padding = dilation_t * (kernel_size[1] - 1) // 2
+    return nn.Conv2d(
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride,
+        (frequency_padding, time_padding),
+        dilation,
+        groups,
+        bias=False,
+    )
+
+
 def make_norm(kind: str, channels: int, num_subbands: int = 5) -> nn.Module:
     """``"bn"`` -> BatchNorm2d, ``"ssn"`` -> SubSpectralNorm, ``"bn_plain"`` -> BatchNorm without affine."""
     if kind == "bn":
@@ -171,11 +259,18 @@ def conv_norm_act(
     norm: str | None = "bn",
     num_subbands: int = 5,
     activation: type[nn.Module] | None = nn.ReLU,
+    conv: nn.Conv2d | None = None,
 ) -> nn.Sequential:
-    """Bias-free ``Conv2d`` -> optional norm -> optional activation, as one ``nn.Sequential``."""
-    layers: list[nn.Module] = [
-        nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias=False)
-    ]
+    """Bias-free ``Conv2d`` -> optional norm -> optional activation, as one ``nn.Sequential``.
+
+    ``conv``: a convolution built elsewhere (e.g. :func:`temporal_conv`) used instead of the one the
+    geometry arguments describe.
+    """
+    if conv is None:
+        conv = nn.Conv2d(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias=False
+        )
+    layers: list[nn.Module] = [conv]
     if norm is not None:
         layers.append(make_norm(norm, out_channels, num_subbands))
     if activation is not None:
@@ -246,11 +341,23 @@ class ClassifierTail(nn.Module):
     BN -> ReLU -> global average pool -> 1x1 conv with bias -> ``(B, num_classes)``.
     """
 
-    def __init__(self, in_channels: int, hidden: int, num_classes: int, freq_kernel: int = 5):
+    def __init__(
+        self,
+        in_channels: int,
+        hidden: int,
+        num_classes: int,
+        freq_kernel: int = 5,
+        *,
+        temporal_padding: str = "same",
+    ):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(
-                in_channels, in_channels, (freq_kernel, 5), padding=(0, 2), groups=in_channels, bias=False
+            temporal_conv(
+                in_channels,
+                in_channels,
+                (freq_kernel, 5),
+                groups=in_channels,
+                temporal_padding=temporal_padding,
             ),
             pointwise(in_channels, hidden),
             nn.BatchNorm2d(hidden),
@@ -261,6 +368,18 @@ class ClassifierTail(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x).flatten(1)
+
+    def frame_embeddings(self, x: torch.Tensor) -> torch.Tensor:
+        """The per-frame vectors that the global average pool averages: ``(B, C, F, T) -> (B, hidden, 1, T)``.
+
+        ``classify(frame_embeddings(x).mean((2, 3), keepdim=True))`` equals ``forward(x)``; a streaming
+        executor averages the last frames instead of a whole clip's.
+        """
+        return self.body[:4](x)
+
+    def classify(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Logits from averaged frame embeddings: ``(B, hidden, 1, 1) -> (B, num_classes)``."""
+        return self.body[5](pooled).flatten(1)
 
 
 def check_input(x: torch.Tensor, n_features: int) -> None:
