@@ -1,0 +1,96 @@
+"""The incremental streaming BC-ResNet equals its whole-sequence definition on real audio, at every width."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from kwsbench.data.audio import load_clip
+from kwsbench.errors import ConfigError
+from kwsbench.models import create_model, list_models, model_info
+from kwsbench.stream.incremental import (
+    StreamingExecutor,
+    keep_samples,
+    streaming_model,
+    whole_sequence_logits,
+)
+
+HOP = 1600  # 100 ms, the detector's default hop
+WIDTHS = list_models("bcresnet_*")
+
+
+def causal_model(name: str, seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    """A causal model with non-trivial BatchNorm statistics (fresh ones are the identity and hide slips)."""
+    torch.manual_seed(seed)
+    model = create_model(name, temporal_padding="causal").to(dtype).eval()
+    generator = torch.Generator().manual_seed(seed + 1)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=generator) * 0.1)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=generator) + 0.5)
+    return model
+
+
+@pytest.fixture(scope="module")
+def real_audio(shared_data: Path) -> torch.Tensor:
+    """3.2 s of real speech: four clips of the official test set back to back, cut to 32 hops, ``(1, L)``."""
+    root = shared_data / "speech_commands_test_set_v0.02"
+    paths = [sorted((root / word).glob("*.wav"))[0] for word in ("yes", "no", "up", "left")]
+    audio = np.concatenate([load_clip(p) for p in paths])[: 32 * HOP]
+    return torch.from_numpy(audio).unsqueeze(0)
+
+
+def stream(executor: StreamingExecutor, audio: torch.Tensor) -> torch.Tensor:
+    """Step through ``audio`` ``(B, L)`` one hop at a time: ``(B, hops, C)``."""
+    hops = audio.shape[1] // HOP
+    return torch.stack([executor.step(audio[:, i * HOP : (i + 1) * HOP]) for i in range(hops)], dim=1)
+
+
+@pytest.mark.parametrize("name", WIDTHS)
+def test_step_by_step_equals_the_whole_sequence_on_real_audio(name, real_audio):
+    torch.set_num_threads(1)
+    model = causal_model(name)
+    spec = model_info(name).input
+    expected = whole_sequence_logits(model, spec, real_audio, hop_samples=HOP)
+    got = stream(StreamingExecutor(streaming_model(model, spec, hop_samples=HOP)), real_audio)
+    # float32 both ways; they differ only in summation order (convolution windows cut at the hop, BatchNorm
+    # folded into the weights, FFTs over 10 frames instead of 320), each op rounding at 6e-8 relative. Over
+    # ~30 layers that stays below ~1e-6 of the logits' scale (measured 2e-7); 1e-5 of the scale still
+    # fails for any state slip (a frame lost or repeated moves a logit by a sizeable part of its scale).
+    scale = expected.abs().max().item()
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5 * scale)
+
+
+def test_exact_in_float64_and_the_state_matters(real_audio):
+    # In float64 the only difference left is summation order at 1e-16: equality to 1e-12 of the scale
+    # shows the streaming algorithm computes exactly the definition, not an approximation of it.
+    name, spec = "bcresnet_1", model_info("bcresnet_1").input
+    model = causal_model(name, dtype=torch.float64)
+    audio = real_audio.double()
+    expected = whole_sequence_logits(model, spec, audio, hop_samples=HOP)
+    executor = StreamingExecutor(streaming_model(model, spec, hop_samples=HOP), dtype=torch.float64)
+    got = stream(executor, audio)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-12 * expected.abs().max().item())
+    # reset() starts a new stream: the same audio gives the same scores again; without it, the state of the
+    # first pass changes the scores of the second (the check above cannot pass with a stateless step).
+    executor.reset()
+    torch.testing.assert_close(stream(executor, audio), got, rtol=0, atol=0)
+    assert not torch.allclose(stream(executor, audio), got)
+
+
+def test_frontend_keeps_whole_frames_centred_like_the_per_clip_frontend():
+    # 480-sample window, 160-sample hop: a hop of 10 frames needs 400 samples before it (by hand: the
+    # first new frame is centred 11 frames before the hop's end, and reads 240 samples before its centre).
+    assert keep_samples(480, 160) == 11 * 160 + 240 - 1600
+    assert keep_samples(400, 160) == 360  # 25 ms window: 200 + 160, centred on multiples of 160
+
+
+def test_refuses_a_model_that_looks_ahead_and_a_partial_frame():
+    spec = model_info("bcresnet_1").input
+    with pytest.raises(ConfigError, match="temporal_padding: causal"):
+        streaming_model(create_model("bcresnet_1"), spec, hop_samples=HOP)
+    with pytest.raises(ConfigError, match="not a whole number of 160-sample frames"):
+        streaming_model(causal_model("bcresnet_1"), spec, hop_samples=1000)
