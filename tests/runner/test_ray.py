@@ -141,6 +141,16 @@ def ray_head():
                 current.unlink()  # else a later plain ray.init() would try to join this dead head
 
 
+def _experiment(write_experiment, folder: Path, path: Path, *, seeds, epochs: int) -> str:
+    """The runner tests' tiny experiment, timed on eager PyTorch only: what is run where is tested here, not
+    the backends, and ONNX Runtime's export and timing would double each trial's time."""
+    write_experiment(folder, path, seeds=seeds, epochs=epochs)
+    text = path.read_text(encoding="utf-8")
+    assert "backends: [eager, onnxruntime]" in text
+    path.write_text(text.replace("backends: [eager, onnxruntime]", "backends: [eager]"), encoding="utf-8")
+    return str(path)
+
+
 def _records(out: Path) -> dict[str, TrialRecord]:
     return {r.trial_id: r for r in read_records(out / "results.jsonl", TrialRecord)}
 
@@ -175,7 +185,7 @@ def test_records_equal_the_local_executor_and_mlflow_gets_every_trial(
     ray_head, tiny_folder, tmp_path, write_experiment, capsys
 ):
     address, head_pid = ray_head
-    exp = str(write_experiment(tiny_folder, tmp_path / "tiny.yaml", seeds=(0, 1)))
+    exp = _experiment(write_experiment, tiny_folder, tmp_path / "tiny.yaml", seeds=(0, 1), epochs=1)
     cache = str(tmp_path / "cache")
     local, on_ray = tmp_path / "local", tmp_path / "ray"
     assert (
@@ -195,7 +205,7 @@ def test_records_equal_the_local_executor_and_mlflow_gets_every_trial(
         assert Path(record.checkpoint).relative_to(on_ray) == Path(expected[trial_id].checkpoint).relative_to(
             local
         )
-        assert [e["backend"] for e in record.latency] == ["eager", "onnxruntime"]
+        assert [e["backend"] for e in record.latency] == ["eager"]
         # Submission to record, less the trial's own time (rounded to 0.1 s): Ray's overhead, never negative.
         assert summary["overhead_s"][trial_id] >= -0.05
     assert not list((on_ray / "claims").glob("*.json"))
@@ -218,7 +228,7 @@ def test_a_killed_worker_is_recorded_failed_then_retried_and_resume_skips_finish
     ray_head, tiny_folder, tmp_path, write_experiment, capsys
 ):
     address, _ = ray_head
-    exp = str(write_experiment(tiny_folder, tmp_path / "tiny.yaml", seeds=(0, 1), epochs=3))
+    exp = _experiment(write_experiment, tiny_folder, tmp_path / "tiny.yaml", seeds=(0, 1), epochs=2)
     out = tmp_path / "results"
     args = ["run", exp, "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--tracking-uri", "none"]
     args += ["--executor", "ray", "--address", address, "--json"]
@@ -252,7 +262,7 @@ def test_ctrl_c_stops_its_own_ray_releases_claims_and_a_rerun_resumes(
     ray_head, tiny_folder, tmp_path, write_experiment
 ):
     address, _ = ray_head
-    exp = str(write_experiment(tiny_folder, tmp_path / "tiny.yaml", seeds=(0,), epochs=4))
+    exp = _experiment(write_experiment, tiny_folder, tmp_path / "tiny.yaml", seeds=(0,), epochs=8)
     out, cache = tmp_path / "results", str(tmp_path / "cache")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")  # the runner itself keeps the Ray it starts on loopback
@@ -265,13 +275,18 @@ def test_ctrl_c_stops_its_own_ray_releases_claims_and_a_rerun_resumes(
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 120
-        # Interrupt after the first epoch is saved, so the re-run has an epoch to resume from.
-        while not list(out.glob("trials/*/resume.pt")):
-            assert driver.poll() is None and time.monotonic() < deadline, driver.communicate()
-            time.sleep(0.1)
+
+        def wait_for(found) -> None:
+            while not found():
+                assert driver.poll() is None and time.monotonic() < deadline, driver.communicate()
+                time.sleep(0.05)
+
+        wait_for(lambda: any(c.startswith("ray::kwsbench trial") for c in _descendants(driver.pid).values()))
         own = _descendants(driver.pid)
-        assert any(c.startswith("ray::kwsbench trial") for c in own.values())
         assert _listening_addresses(set(own)) <= _LOOPBACK_HEX
+        # Interrupt once the first epoch is saved (each takes a fraction of a second here, hence 8 of them),
+        # so the re-run has an epoch to resume from.
+        wait_for(lambda: list(out.glob("trials/*/resume.pt")))
         os.killpg(driver.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the driver's whole process group
         _, stderr = driver.communicate(timeout=60)
     finally:
