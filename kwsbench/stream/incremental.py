@@ -27,6 +27,8 @@ model zero-pads its first frames, where the stream has real audio and real past 
 from __future__ import annotations
 
 import copy
+import os
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -281,3 +283,20 @@ def whole_sequence_logits(
         windows = padded[:, :, :, per_hop - 1 :].unfold(3, spec.frames, per_hop)  # (B, H, 1, hops, T)
         means = windows.mean(dim=4).permute(0, 3, 1, 2).reshape(-1, embeddings.shape[1], 1, 1)
         return model.tail.classify(means).reshape(audio.shape[0], hops, -1)
+
+
+def load_streaming_checkpoint(
+    checkpoint: str | os.PathLike, *, hop_ms: float = 100.0
+) -> tuple[StreamingBCResNet, dict[str, Any]]:
+    """The step function of a causal checkpoint, ``hop_ms`` per step, and the checkpoint's dict."""
+    from kwsbench.data.records import SAMPLE_RATE
+    from kwsbench.models.checkpoint import load_checkpoint, model_from_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    model, spec = model_from_checkpoint(ckpt, str(checkpoint))
+    if getattr(model, "temporal_padding", None) != "causal":
+        raise ConfigError(
+            f"{checkpoint}: model {ckpt['model']} pads time on both sides and would read future frames; "
+            "stream a model trained with temporal_padding: causal"
+        )
+    return streaming_model(model, spec, hop_samples=round(hop_ms * SAMPLE_RATE / 1000)), ckpt

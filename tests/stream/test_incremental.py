@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from streaming_models import HOP, WIDTHS, causal_model, load_real_audio
 
-from kwsbench.data.audio import load_clip
 from kwsbench.errors import ConfigError
-from kwsbench.models import create_model, list_models, model_info
+from kwsbench.models import create_model, model_info
 from kwsbench.stream.incremental import (
     StreamingExecutor,
     keep_samples,
@@ -18,29 +17,10 @@ from kwsbench.stream.incremental import (
     whole_sequence_logits,
 )
 
-HOP = 1600  # 100 ms, the detector's default hop
-WIDTHS = list_models("bcresnet_*")
-
-
-def causal_model(name: str, seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
-    """A causal model with non-trivial BatchNorm statistics (fresh ones are the identity and hide slips)."""
-    torch.manual_seed(seed)
-    model = create_model(name, temporal_padding="causal").to(dtype).eval()
-    generator = torch.Generator().manual_seed(seed + 1)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=generator) * 0.1)
-            m.running_var.copy_(torch.rand(m.running_var.shape, generator=generator) + 0.5)
-    return model
-
 
 @pytest.fixture(scope="module")
 def real_audio(shared_data: Path) -> torch.Tensor:
-    """3.2 s of real speech: four clips of the official test set back to back, cut to 32 hops, ``(1, L)``."""
-    root = shared_data / "speech_commands_test_set_v0.02"
-    paths = [sorted((root / word).glob("*.wav"))[0] for word in ("yes", "no", "up", "left")]
-    audio = np.concatenate([load_clip(p) for p in paths])[: 32 * HOP]
-    return torch.from_numpy(audio).unsqueeze(0)
+    return load_real_audio(shared_data)
 
 
 def stream(executor: StreamingExecutor, audio: torch.Tensor) -> torch.Tensor:
