@@ -9,6 +9,8 @@ from kwsbench.errors import ConfigError
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if args.streaming:
+        return _streaming(args)
     if args.train:
         # Training throughput has no backend and no frontend: refuse them rather than ignore them silently.
         for option, given in (("--backend", args.backend), ("--frontend", args.frontend)):
@@ -34,6 +36,36 @@ def _bench(args: argparse.Namespace) -> int:
         warmup=args.warmup,
     )
     return emit(report.records, args.json, lambda _: format_bench(report))
+
+
+def _streaming(args: argparse.Namespace) -> int:
+    for option, given in (
+        ("--backend", args.backend),
+        ("--train", args.train),
+        ("--frontend", args.frontend),
+        ("--batch", args.batch),
+    ):
+        if given:
+            raise ConfigError(
+                f"{option} does not apply to --streaming (every stream backend is timed at batch 1, "
+                "log-mel included); drop it"
+            )
+    from kwsbench.measure.protocol import Protocol
+    from kwsbench.models.registry import resolve_models
+    from kwsbench.stream.hop_cost import format_hop_costs, hop_cost
+
+    names = resolve_models(args.pattern)
+    not_streamable = [n for n in names if not n.startswith("bcresnet_")]
+    if not_streamable:
+        raise ConfigError(f"{not_streamable[0]}: only BC-ResNet streams; use a pattern such as bcresnet_1")
+    defaults = Protocol()
+    protocol = Protocol(
+        iterations=args.iterations or defaults.iterations,
+        warmup=defaults.warmup if args.warmup is None else args.warmup,
+    )
+    threads = args.threads if args.threads is not None else 1
+    costs = [hop_cost(n, hop_ms=args.hop_ms, threads=threads, protocol=protocol) for n in names]
+    return emit([c.to_dict() for c in costs], args.json, lambda _: format_hop_costs(costs))
 
 
 def register(sub) -> None:
@@ -76,6 +108,15 @@ def register(sub) -> None:
         type=non_negative_int,
         default=None,
         help=f"untimed calls first (default: {latency.warmup}; with --train: {TRAIN_DEFAULTS['warmup']} steps)",
+    )
+    bench.add_argument(
+        "--streaming",
+        action="store_true",
+        help="per-hop cost of the causal model streamed incrementally next to re-running its 1 s window "
+        "(features included, batch 1, the fastest backend of each)",
+    )
+    bench.add_argument(
+        "--hop-ms", type=float, default=100.0, help="with --streaming: the hop (a multiple of 10 ms)"
     )
     add_common(bench, json_help="print a list of JSON records")
     bench.set_defaults(func=_bench)

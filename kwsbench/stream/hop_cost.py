@@ -1,0 +1,127 @@
+"""Per-hop cost of streaming detection: the incremental step against re-running the whole 1 s window.
+
+For each causal BC-ResNet (random weights: the cost does not depend on them) one hop is timed, log-mel
+included, at batch 1 under the latency protocol (:mod:`kwsbench.measure.protocol`, ``frontend+model``):
+
+- *per window*: the 1 s window through log-mel and the model on each stream backend
+  (``kwsbench.stream.runtime``: optimized, ONNX Runtime, OpenVINO, eager), the fastest kept;
+- *streaming*: one hop of new audio through the step function with its state
+  (:mod:`kwsbench.export.streaming`: ONNX Runtime, OpenVINO, eager), the fastest kept.
+
+Both are measured one after the other in the same process; their ratio is the figure to read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+import torch
+from torch import nn
+
+from kwsbench.measure.latency import measure_latency
+from kwsbench.measure.protocol import Protocol
+from kwsbench.stream.backend_names import STREAM_BACKENDS
+
+STEP_RUNTIMES = ("onnxruntime", "openvino", "eager")
+
+
+@dataclass(frozen=True)
+class HopCost:
+    """One model's per-hop cost: median ms per backend for the window and for the step, and the best of each."""
+
+    model: str
+    hop_ms: float
+    window_ms: dict[str, float]
+    step_ms: dict[str, float]
+    protocol: dict = field(default_factory=dict)
+
+    @property
+    def best_window(self) -> tuple[str, float]:
+        return min(self.window_ms.items(), key=lambda kv: kv[1])
+
+    @property
+    def best_step(self) -> tuple[str, float]:
+        return min(self.step_ms.items(), key=lambda kv: kv[1])
+
+    @property
+    def speedup(self) -> float:
+        """Best per-window cost over best streaming cost: how many times cheaper a streamed hop is."""
+        return self.best_window[1] / self.best_step[1]
+
+    def to_dict(self) -> dict:
+        return {
+            **asdict(self),
+            "best_window": list(self.best_window),
+            "best_step": list(self.best_step),
+            "speedup": self.speedup,
+        }
+
+
+def hop_cost(
+    name: str,
+    *,
+    hop_ms: float = 100.0,
+    threads: int = 1,
+    window_backends: tuple[str, ...] = STREAM_BACKENDS,
+    step_runtimes: tuple[str, ...] = STEP_RUNTIMES,
+    protocol: Protocol | None = None,
+) -> HopCost:
+    """Time model ``name`` (built with ``temporal_padding="causal"``) per hop both ways, see the module docstring."""
+    from kwsbench.data.features import make_frontend
+    from kwsbench.data.records import CLIP_SAMPLES, SAMPLE_RATE
+    from kwsbench.export.streaming import open_step
+    from kwsbench.models import create_model, model_info
+    from kwsbench.stream.incremental import streaming_model
+    from kwsbench.stream.runtime import build_runtime
+
+    protocol = replace(
+        protocol or Protocol(),
+        timed="frontend+model",
+        input="speech-scale noise (std 0.1), seed 0",
+        threads=threads,
+    )
+    spec = model_info(name).input
+    torch.manual_seed(0)
+    model = create_model(name, temporal_padding="causal").eval()
+    hop_samples = round(hop_ms * SAMPLE_RATE / 1000)
+    generator = np.random.default_rng(0)
+    window = (generator.standard_normal((1, CLIP_SAMPLES)) * 0.1).astype(np.float32)
+    hop = np.ascontiguousarray(window[:, :hop_samples])
+
+    def median(fn, x) -> float:
+        return measure_latency(fn, x, threads=threads, protocol=protocol).median_ms
+
+    windowed = nn.Sequential(make_frontend(spec), model).eval()
+    window_ms = {}
+    for backend in window_backends:
+        runtime = build_runtime(backend, windowed, torch.from_numpy(window), threads=threads, label=name)
+        window_ms[backend] = median(runtime.run, window)
+    step = streaming_model(model, spec, hop_samples=hop_samples)
+    step_ms = {}
+    for runtime in step_runtimes:
+        session = open_step(step, runtime, threads=threads)
+        step_ms[runtime] = median(session.step, hop)
+    return HopCost(name, hop_ms, window_ms, step_ms, protocol.to_dict())
+
+
+def format_hop_costs(costs: list[HopCost]) -> str:
+    """The table ``kwsbench bench --streaming`` prints: per-hop ms per backend, the best of each, the ratio."""
+    lines = []
+    for c in costs:
+        windows = ", ".join(f"{k} {v:.3f}" for k, v in c.window_ms.items())
+        steps = ", ".join(f"{k} {v:.3f}" for k, v in c.step_ms.items())
+        (wb, wms), (sb, sms) = c.best_window, c.best_step
+        lines += [
+            f"{c.model} (causal), {c.hop_ms:g} ms hop, features included, median ms per hop:",
+            f"  re-run 1 s window: {windows}",
+            f"  streaming step:    {steps}",
+            f"  best: window {wms:.3f} ({wb}), streaming {sms:.3f} ({sb}): streaming {c.speedup:.1f}x cheaper",
+        ]
+    if costs:
+        p = costs[0].protocol
+        lines.append(
+            f"protocol {p['version']}: {p['warmup']} warm-up calls, median of >= {p['iterations']} calls and "
+            f">= {p['min_time_s']} s, {p['threads']} thread(s), batch 1"
+        )
+    return "\n".join(lines)
