@@ -77,8 +77,11 @@ def test_shipped_experiments_load(request):
     names = sorted(p.name for p in root.glob("*.yaml"))
     assert names == [
         "ablation_ssn.yaml", "ablation_width.yaml", "bundled.yaml", "mini.yaml", "paper_table3.yaml",
-        "quickstart.yaml",
+        "quickstart.yaml", "ray_speed.yaml",
     ]  # fmt: skip
+    # The Ray speed target compares 4 one-thread trials: one CPU each on Ray, one after another locally.
+    speed = load_experiment(root / "ray_speed.yaml")
+    assert len(speed.trials()) == 4 and speed.threads == 1
     mini = load_experiment(root / "mini.yaml")
     assert len(mini.trials()) == 6 and mini.recipe.epochs == 60
     assert {t.options.get("use_subspectral_norm", True) for t in mini.trials()} == {True, False}
