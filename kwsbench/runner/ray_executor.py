@@ -36,12 +36,12 @@ from kwsbench.results.schema import TrialRecord
 from kwsbench.runner.config import TrialConfig
 from kwsbench.runner.sweep import (
     SweepRun,
-    _now,
     error_line,
     failed_record,
     provenance_fields,
     run_trial,
     tracked_sweep,
+    utc_now,
 )
 from kwsbench.runner.tracking import NullTracker
 
@@ -314,7 +314,7 @@ def _drive(ray, run: SweepRun, tracker, plan: _Plan, capacity: int, progress: bo
                     name=f"{TASK_PREFIX} {config.label}", num_cpus=plan.cpus, num_gpus=plan.gpus,
                     max_retries=plan.max_retries, retry_exceptions=False,
                 ).remote(run.sweep, config, cwd, plan.device, plan.cpus, plan.cache, tracker)  # fmt: skip
-                running[ref] = _InFlight(config, time.perf_counter(), _now())
+                running[ref] = _InFlight(config, time.perf_counter(), utc_now())
             if not running:
                 continue
             (ref,), _ = ray.wait(list(running), num_returns=1)

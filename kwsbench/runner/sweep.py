@@ -34,7 +34,7 @@ CLAIMS_DIR = "claims"
 TRIALS_DIR = "trials"
 
 
-def _now() -> str:
+def utc_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
@@ -152,7 +152,7 @@ class Sweep:
             self.claims.mkdir(parents=True, exist_ok=True)
             path = self.claims / f"{config.trial_id}.json"
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": _now()}))
+            tmp.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": utc_now()}))
             os.replace(tmp, path)
             return "claimed"
 
@@ -268,7 +268,7 @@ def run_trial(
             train_samples_per_s=outcome.samples_per_s,
             wall_time_s=round(time.perf_counter() - start, 1),
             checkpoint=str(outcome.checkpoint),
-            finished_at=_now(),
+            finished_at=utc_now(),
             **measured,
             **common,
         )
@@ -307,10 +307,12 @@ def provenance_fields(threads: int) -> dict:
     """The provenance, commit and start time every record of a trial starting now carries."""
     from kwsbench.measure.provenance import collect_provenance
 
-    return dict(provenance=collect_provenance(threads), git_commit=git_commit(), started_at=_now())
+    return dict(provenance=collect_provenance(threads), git_commit=git_commit(), started_at=utc_now())
 
 
-def failed_record(config: TrialConfig, error: str, traceback_text: str, *, seconds: float, common: dict):
+def failed_record(
+    config: TrialConfig, error: str, traceback_text: str, *, seconds: float, common: dict
+) -> TrialRecord:
     """The ``failed`` record of ``config``: its ``error`` line, the traceback, ``seconds`` spent on it."""
     return _record(
         config,
@@ -318,7 +320,7 @@ def failed_record(config: TrialConfig, error: str, traceback_text: str, *, secon
         error=error,
         traceback=traceback_text,
         wall_time_s=round(seconds, 1),
-        finished_at=_now(),
+        finished_at=utc_now(),
         **common,
     )
 
