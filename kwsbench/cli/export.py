@@ -12,6 +12,14 @@ from kwsbench.errors import ConfigError
 def _export(args: argparse.Namespace) -> int:
     from kwsbench.export.onnx import export_checkpoint, format_export
 
+    if args.streaming:  # the step function with its state (log-mel inside, float32, 100 ms hop)
+        from kwsbench.export.streaming import export_streaming_checkpoint, format_streaming_export
+
+        if args.int8 or args.dataset is not None:
+            raise ConfigError("--streaming exports the float32 step; drop --int8 and --dataset")
+        return emit(
+            export_streaming_checkpoint(args.checkpoint, args.out), args.json, format_streaming_export
+        )
     if args.int8 and args.dataset is None:
         raise ConfigError(
             "--int8 needs a dataset to calibrate on and to measure the accuracy delta: "
@@ -56,6 +64,11 @@ def register(sub) -> None:
         action="store_true",
         help="ONNX Runtime static int8 quantisation calibrated on the dataset's training clips; "
         "reports the test-accuracy and latency deltas (needs --dataset)",
+    )
+    export.add_argument(
+        "--streaming",
+        action="store_true",
+        help="the causal model's streaming step: 100 ms of audio and the state in, logits and the state out",
     )
     add_dataset_options(export, required=False)
     export.add_argument(

@@ -40,7 +40,15 @@ def _listen(args: argparse.Namespace) -> int:
     import_av()  # a missing FFmpeg is said before the model is built
     spec = resolve_source(args.source, args.input_format, args.input_device)
     settings = _settings(args)  # bad options fail before the model is built
-    scorer = load_scorer(args.checkpoint, args.model_file, backend=args.backend, threads=1, batch=1)
+    scorer = load_scorer(
+        args.checkpoint,
+        args.model_file,
+        backend=args.backend,
+        threads=1,
+        batch=1,
+        streaming=args.streaming,
+        hop_ms=args.hop_ms,
+    )
     detector = StreamingDetector(scorer, _for_model(settings, scorer))
     keywords = ", ".join(k for k in scorer.labels if not k.startswith("_"))
     print(f"listening to {spec.label} for {keywords} ({scorer.name} on {scorer.note})", file=sys.stderr)
@@ -87,7 +95,13 @@ def _stream_eval(args: argparse.Namespace) -> int:
         truth = read_labels(args.labels)
         resolve_source(args.recording)
     scorer = load_scorer(
-        args.checkpoint, args.model_file, backend=args.backend, threads=args.threads, batch=args.batch
+        args.checkpoint,
+        args.model_file,
+        backend=args.backend,
+        threads=args.threads,
+        batch=args.batch,
+        streaming=args.streaming,
+        hop_ms=args.hop_ms,
     )
     settings = _for_model(settings, scorer)
     options = dict(tolerance_s=args.tolerance_ms / 1000, batch=args.batch)
@@ -120,6 +134,11 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--backend", choices=STREAM_BACKENDS, default=None,
         help=f"runtime for --checkpoint, log-mel included (default: {STREAM_BACKENDS[0]}, the fastest exact one)",
+    )  # fmt: skip
+    p.add_argument(
+        "--streaming", action="store_true",
+        help="score each hop incrementally (kwsbench.stream.incremental): a causal --checkpoint or a "
+        "--model-file of `export --streaming`; only the new frames of each hop are computed",
     )  # fmt: skip
 
 

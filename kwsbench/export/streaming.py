@@ -266,3 +266,33 @@ def format_streaming_export(result: dict[str, Any]) -> str:
             f"{result['parity_hops']} hops",
         ]
     )
+
+
+def open_streaming_file(
+    path: str | os.PathLike, runtime: str, *, threads: int = 1
+) -> tuple[StreamingSession, dict[str, Any]]:
+    """A file of ``kwsbench export --streaming`` on ``runtime`` (not eager), and the JSON beside it."""
+    import json
+
+    from kwsbench.export.exported import sidecar_path
+
+    path = Path(path)
+    try:
+        meta = json.loads(sidecar_path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ConfigError(
+            f"{path}: no readable JSON beside it ({type(err).__name__}); export it again"
+        ) from None
+    if meta.get("format") != STREAMING_FORMAT:
+        raise ConfigError(
+            f"{path}: not a streaming export (format {meta.get('format')!r}); write one with "
+            "`kwsbench export --streaming`, or drop --streaming"
+        )
+    if runtime == "eager":
+        raise ConfigError(
+            f"{path}: an exported step runs on onnxruntime or openvino; pick --backend one of them"
+        )
+    session = StreamingSession(
+        runtime, path=path, state_size=meta["state_size"], hop_samples=meta["hop_samples"], threads=threads
+    )
+    return session, meta

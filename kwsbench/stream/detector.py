@@ -208,9 +208,11 @@ def score_stream(
     """Logits of every hop of a stream, windows scored ``batch`` at a time: ``(hops, C)`` float32.
 
     The windows are the ring buffer's (zeros before the source); a trailing part of a hop is not scored.
+    An incremental scorer gets the hops themselves, in order, from a reset state.
     """
     window, hop = settings.window_samples, settings.hop_samples
-    keep = window - hop  # the part of each window that the next hop's window shares
+    incremental = _check_incremental(scorer, settings)
+    keep = 0 if incremental else window - hop  # the part of each window that the next hop's window shares
     pending = np.zeros(keep, dtype=np.float32)
     out: list[np.ndarray] = []
     total = None if total_samples is None else total_samples // hop
@@ -223,14 +225,30 @@ def score_stream(
             ready = (pending.size - keep) // hop
             while ready >= batch or (chunk is None and ready > 0):
                 count = min(ready, batch)
-                views = sliding_window_view(pending[: keep + count * hop], window)[::hop]
-                out.append(scorer.score(np.ascontiguousarray(views)))
+                if incremental:
+                    out.append(scorer.score_hops(pending[: count * hop].reshape(count, hop)))
+                else:
+                    views = sliding_window_view(pending[: keep + count * hop], window)[::hop]
+                    out.append(scorer.score(np.ascontiguousarray(views)))
                 pending = pending[count * hop :]
                 ready -= count
                 bar.update(count)
     if not out:
         return np.zeros((0, len(scorer.labels)), dtype=np.float32)
     return np.concatenate(out)
+
+
+def _check_incremental(scorer: Scorer, settings: DetectorSettings) -> bool:
+    """Whether ``scorer`` takes hops (reset for a new stream); its hop must then be the detector's."""
+    if not getattr(scorer, "incremental", False):
+        return False
+    if scorer.hop_samples != settings.hop_samples:
+        raise ConfigError(
+            f"--hop-ms {settings.hop_ms:g}: the streaming model steps {scorer.hop_samples} samples "
+            f"({1000 * scorer.hop_samples / settings.sample_rate:g} ms); use that hop"
+        )
+    scorer.reset()
+    return True
 
 
 def _with_end(chunks):
@@ -253,6 +271,7 @@ class StreamingDetector:
                 "build the detector settings with those"
             )
         self.scorer, self.settings = scorer, settings
+        self._incremental = _check_incremental(scorer, settings)
         self.labels = list(scorer.labels)
         self._columns = keyword_columns(self.labels)
         self._ring = RingBuffer(settings.window_samples)
@@ -286,7 +305,10 @@ class StreamingDetector:
 
     def _hop(self) -> list[Detection]:
         start = time.perf_counter()
-        logits = self.scorer.score(self._ring.window()[None])
+        if self._incremental:
+            logits = self.scorer.score_hops(self._ring.window()[None, -self.settings.hop_samples :])
+        else:
+            logits = self.scorer.score(self._ring.window()[None])
         if self.scores is not None:
             self.scores.append(posteriors(logits)[0])
         score, column = smoothed_best(logits, self._columns, self._smoother)
