@@ -63,9 +63,8 @@ def word_cache(word_spec):
     return open_cache(word_spec, progress=False)
 
 
-@pytest.fixture(scope="session")
-def trained_checkpoint(word_spec, word_cache) -> Path:
-    """A checkpoint of BC-ResNet-1 after 10 epochs on ``word_spec`` (labels yes, no, _unknown_, _silence_)."""
+def train_word_model(word_spec, options: dict) -> Path:
+    """A checkpoint of BC-ResNet-1 with ``options`` after 10 epochs on ``word_spec``, trained once per cache."""
     from kwsbench.results.store import locked
     from kwsbench.runner.config import Recipe, TrialConfig
     from kwsbench.runner.loop import CHECKPOINT_NAME, METRICS_NAME, train_trial
@@ -73,7 +72,7 @@ def trained_checkpoint(word_spec, word_cache) -> Path:
     config = TrialConfig(
         experiment="stream-tests",
         model="bcresnet_1",
-        options={},
+        options=dict(options),
         recipe=Recipe(epochs=10, warmup_epochs=1, batch_size=50),
         dataset=word_spec,
         seed=0,
@@ -87,6 +86,18 @@ def trained_checkpoint(word_spec, word_cache) -> Path:
             finally:
                 torch.set_num_threads(threads)  # train_trial sets the process-wide count
     return out / CHECKPOINT_NAME
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(word_spec, word_cache) -> Path:
+    """A checkpoint of BC-ResNet-1 after 10 epochs on ``word_spec`` (labels yes, no, _unknown_, _silence_)."""
+    return train_word_model(word_spec, {})
+
+
+@pytest.fixture(scope="session")
+def trained_causal_checkpoint(word_spec, word_cache) -> Path:
+    """The same training with ``temporal_padding="causal"``: the model the streaming executor runs."""
+    return train_word_model(word_spec, {"temporal_padding": "causal"})
 
 
 @pytest.fixture(scope="session")
