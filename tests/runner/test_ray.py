@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -135,10 +136,7 @@ def ray_head():
             os.killpg(head.pid, signal.SIGKILL)  # and its session (the pgid is its pid)
         head.wait()
         log.close()
-        current = Path("/tmp/ray/ray_current_cluster")
-        with contextlib.suppress(OSError):
-            if current.read_text().strip().endswith(f":{port}"):
-                current.unlink()  # else a later plain ray.init() would try to join this dead head
+        shutil.rmtree(temp, ignore_errors=True)  # its logs and ray_current_cluster, naming this dead head
 
 
 def _experiment(write_experiment, folder: Path, path: Path, *, seeds, epochs: int) -> str:
@@ -264,7 +262,9 @@ def test_ctrl_c_stops_its_own_ray_releases_claims_and_a_rerun_resumes(
     address, _ = ray_head
     exp = _experiment(write_experiment, tiny_folder, tmp_path / "tiny.yaml", seeds=(0,), epochs=8)
     out, cache = tmp_path / "results", str(tmp_path / "cache")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # The Ray instance the driver starts keeps its session (logs, sockets) under RAY_TMPDIR: here, not /tmp/ray.
+    ray_tmp = tempfile.mkdtemp(prefix="kwsray")  # short: Ray's socket paths live under it
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_TMPDIR": ray_tmp}
     env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")  # the runner itself keeps the Ray it starts on loopback
     # No --address: the driver starts (and must stop) its own Ray instance.
     driver = subprocess.Popen(
@@ -293,6 +293,7 @@ def test_ctrl_c_stops_its_own_ray_releases_claims_and_a_rerun_resumes(
         if driver.poll() is None:  # the test failed before the driver stopped: stop it and its Ray
             _kill([*_descendants(driver.pid), driver.pid])
         driver.wait()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     assert driver.returncode == 130, stderr
     assert "interrupted; finished trials are in" in stderr.strip().splitlines()[-1]
     assert not list((out / "claims").glob("*.json"))
