@@ -319,3 +319,46 @@ def test_without_the_ray_extra_the_error_is_one_line(
     )
     assert main(["run", exp, "--out", str(tmp_path / "out"), "--cpus-per-trial", "2"]) == 2
     assert "need --executor ray" in capsys.readouterr().err
+
+
+def test_the_tracker_actor_keeps_concurrent_trials_apart_and_closes_what_died(tmp_path):
+    """The actor's logic in this process (Ray only moves it): two trials open at once in one SQLite store,
+    a retried trial whose first attempt died, and a trial still open when the sweep ends."""
+    from mlflow import MlflowClient
+
+    from kwsbench.runner.ray_executor import _TrackerActor
+    from kwsbench.runner.tracking import make_tracker
+
+    actor = _TrackerActor(make_tracker(None, tmp_path))
+    actor.start_sweep("concurrent", {"trials": 3})
+    actor.start_trial("a", "trial a", {"seed": 0})
+    actor.start_trial("b", "trial b", {"seed": 1})
+    actor.log_epoch("a", 1, {"train_loss": 1.5})
+    actor.log_epoch("b", 1, {"train_loss": 2.5})
+    actor.start_trial("a", "trial a", {"seed": 0})  # a's worker died; its retry starts over
+    actor.log_epoch("a", 1, {"train_loss": 1.25})
+    actor.start_trial("c", "trial c", {"seed": 2})
+    actor.end_trial("b", "ok", {"metrics": {"accuracy": 0.5}}, [])
+    actor.end_trial("a", "failed", {}, [])
+    actor.end_trial("a", "failed", {}, [])  # the driver closing a dead worker's run: already closed, no-op
+    actor.end_sweep("failed")  # Ctrl-C with c still running
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (experiment,) = [e for e in client.search_experiments() if e.name == "concurrent"]
+    runs = client.search_runs([experiment.experiment_id])
+    by_name = sorted((r.info.run_name, r.info.status) for r in runs if "mlflow.parentRunId" in r.data.tags)
+    assert by_name == [
+        ("trial a", "FAILED"), ("trial a", "KILLED"), ("trial b", "FINISHED"), ("trial c", "KILLED")
+    ]  # fmt: skip
+    (sweep,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert sweep.info.status == "FAILED"
+    # Each trial's epochs went to its own run: b's loss is b's, the retry of a logged its own.
+    losses = {
+        (r.info.run_name, r.info.status): [
+            m.value for m in client.get_metric_history(r.info.run_id, "train_loss")
+        ]
+        for r in runs
+        if "mlflow.parentRunId" in r.data.tags
+    }
+    assert losses[("trial b", "FINISHED")] == [2.5]
+    assert losses[("trial a", "KILLED")] == [1.5] and losses[("trial a", "FAILED")] == [1.25]
