@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import sys
 import time
 from collections import deque
@@ -51,6 +52,7 @@ TASK_PREFIX = "kwsbench trial"  # task names (and worker process titles, ``ray::
 # A proxy call waits at most this long for the tracker actor (queued behind other trials' calls, logging a
 # checkpoint); past it tracking is off for that trial, never the trial itself.
 _TRACKER_TIMEOUT_S = 120.0
+_CONNECT_TIMEOUT_S = 3.0  # a head on a network accepts a TCP connection well within this
 
 
 class RayExtraMissing(KwsbenchError):
@@ -78,14 +80,16 @@ class _InFlight:
     started_at: str
 
 
-def import_ray(local: bool = False):
+def import_ray(loopback: bool = False):
     """The ``ray`` module, or a one-line error naming the extra that installs it.
 
-    ``local``: for a private instance. Ray's cluster mode off makes every server it starts bind 127.0.0.1
-    rather than every interface; Ray reads the setting when first imported (and its processes inherit it),
-    so a process that imported Ray before keeps Ray's default, as does a user who set it.
+    ``loopback``: for a private instance or a head at a loopback address. Ray's cluster mode off makes every
+    server it starts bind 127.0.0.1 rather than every interface, and keeps a loopback address as given
+    (with it on, Ray swaps 127.0.0.1 for the machine's address). Ray reads the setting when first imported
+    (its processes inherit it), so a process that imported Ray before keeps Ray's default, as does a user
+    who set it.
     """
-    if local and "ray" not in sys.modules:
+    if loopback and "ray" not in sys.modules:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
         import ray
@@ -182,10 +186,36 @@ class TrackerProxy:
         self._call("end_sweep", status)
 
 
+def _on_loopback(address: str | None) -> bool:
+    """Whether Ray runs on this machine's loopback only: a private instance, or a head at 127.x or localhost."""
+    if address is None:
+        return True
+    host = address.rsplit(":", 1)[0].strip("[]")
+    return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
+def _check_answers(address: str) -> None:
+    """Fail fast when nothing accepts a connection at ``HOST:PORT`` (Ray itself retries for minutes)."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(
+            f"--address {address}: give auto or HOST:PORT of the cluster's head (e.g. HEAD:6379)"
+        )
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=_CONNECT_TIMEOUT_S).close()
+    except OSError as err:
+        raise KwsbenchError(
+            f"--address {address}: no Ray cluster answers there ({err}); start one (`ray start --head "
+            "--port=6379`), fix the address, or leave --address out to start a local instance"
+        ) from None
+
+
 def _connect(ray, address: str | None, env: dict[str, str]) -> bool:
     """Start or join Ray with ``env`` in every worker's environment; True when this call started it."""
     if ray.is_initialized():
         return False  # the caller's own Ray session: use it as it is, and leave it running
+    if address is not None and address != "auto":
+        _check_answers(address)
     common: dict[str, Any] = dict(
         runtime_env={"env_vars": env}, include_dashboard=False, logging_level=logging.WARNING
     )
@@ -244,7 +274,7 @@ def run_on_ray(
     run: SweepRun, tracker, options: RayOptions, *, device: str, cache_dir, progress: bool
 ) -> None:
     """Run ``run``'s trials as Ray tasks; records, summary and tracking as the local executor keeps them."""
-    ray = import_ray(local=options.address is None)
+    ray = import_ray(loopback=_on_loopback(options.address))
     experiment = run.sweep.experiment
     cpus = experiment.threads if options.cpus_per_trial is None else options.cpus_per_trial
     gpus = options.gpus_per_trial if options.gpus_per_trial is not None else (1 if device == "cuda" else 0)

@@ -321,6 +321,22 @@ def test_without_the_ray_extra_the_error_is_one_line(
     assert "need --executor ray" in capsys.readouterr().err
 
 
+def test_an_address_where_no_cluster_answers_is_one_line_in_seconds(
+    tiny_folder, tmp_path, write_experiment, capsys, monkeypatch
+):
+    # The setting the runner makes for a loopback head, undone after the test (see import_ray).
+    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    exp = str(write_experiment(tiny_folder, tmp_path / "tiny.yaml", seeds=(0,)))
+    address = f"127.0.0.1:{_free_port()}"  # nothing listens there
+    start = time.monotonic()
+    assert main(["run", exp, "--out", str(tmp_path / "out"), "--executor", "ray", "--address", address]) == 2
+    # Ray itself would retry for minutes; a refused connection answers at once (the bound is generous).
+    assert time.monotonic() - start < 30
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"kwsbench: error: --address {address}: no Ray cluster answers there")
+    assert not (tmp_path / "out").exists()
+
+
 def test_the_tracker_actor_keeps_concurrent_trials_apart_and_closes_what_died(tmp_path):
     """The actor's logic in this process (Ray only moves it): two trials open at once in one SQLite store,
     a retried trial whose first attempt died, and a trial still open when the sweep ends."""
