@@ -180,7 +180,8 @@ class TrackerProxy:
         self._call("log_epoch", self._trial_id, epoch, metrics)
 
     def end_trial(self, status: str, record: dict, artifacts: list) -> None:
-        self._call("end_trial", self._trial_id, status, record, [str(a) for a in artifacts])
+        # Absolute: the worker's folder is the driver's (relative --out), the actor's is Ray's own.
+        self._call("end_trial", self._trial_id, status, record, [str(Path(a).resolve()) for a in artifacts])
 
     def end_sweep(self, status: str) -> None:
         self._call("end_sweep", status)
@@ -258,6 +259,8 @@ def _collect(ray, ref, flight: _InFlight, threads: int, max_retries: int) -> Tri
     try:
         return TrialRecord.from_dict(ray.get(ref), where="ray task: ")
     except ray.exceptions.RayTaskError as err:  # raised outside run_trial's own handling (an import, a chdir)
+        if isinstance(err.cause, KeyboardInterrupt):
+            raise KeyboardInterrupt from None  # Ctrl-C reached the worker before this driver: stop, record nothing
         cause = err.cause if isinstance(err.cause, BaseException) else err
         message, text = error_line(cause), str(err)
     except ray.exceptions.RayError as err:  # the worker, its node or the result is gone

@@ -180,12 +180,14 @@ def _kill_trial_worker(label_part: str, kills: list[int], timeout: float = 120) 
 
 
 def test_records_equal_the_local_executor_and_mlflow_gets_every_trial(
-    ray_head, tiny_folder, tmp_path, write_experiment, capsys
+    ray_head, tiny_folder, tmp_path, write_experiment, capsys, monkeypatch
 ):
     address, head_pid = ray_head
     exp = _experiment(write_experiment, tiny_folder, tmp_path / "tiny.yaml", seeds=(0, 1), epochs=1)
     cache = str(tmp_path / "cache")
-    local, on_ray = tmp_path / "local", tmp_path / "ray"
+    # Relative results folders, as `--out` usually is: they mean this folder on the workers and the actor too.
+    monkeypatch.chdir(tmp_path)
+    local, on_ray = Path("local"), Path("ray")
     assert (
         main(["run", exp, "--out", str(local), "--cache-dir", cache, "--tracking-uri", "none", "--json"]) == 0
     )
@@ -217,6 +219,9 @@ def test_records_equal_the_local_executor_and_mlflow_gets_every_trial(
     nested = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}
     assert sorted(r.data.tags["kwsbench.trial_id"] for r in nested) == sorted(expected)
+    for run in nested:
+        logged = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"checkpoint.pt", "metrics.json", "record.json"} <= logged
 
     # Nothing of the cluster listens beyond loopback.
     assert _listening_addresses(set(_descendants(head_pid))) <= _LOOPBACK_HEX
