@@ -76,7 +76,7 @@ def test_shipped_experiments_load(request):
     root = Path(request.config.rootpath) / "experiments"
     names = sorted(p.name for p in root.glob("*.yaml"))
     assert names == [
-        "ablation_ssn.yaml", "ablation_width.yaml", "bundled.yaml", "mini.yaml", "paper_table3.yaml",
+        "ablation_ssn.yaml", "ablation_width.yaml", "bundled.yaml", "causal.yaml", "mini.yaml", "paper_table3.yaml",
         "quickstart.yaml", "ray_speed.yaml",
     ]  # fmt: skip
     # The Ray speed target compares 4 one-thread trials: one CPU each on Ray, one after another locally.
