@@ -120,7 +120,9 @@ class StreamingSession:
         else:
             import openvino as ov
 
-            self._request = _openvino_request(Path(path), threads)
+            from kwsbench.measure.backends import openvino_request
+
+            self._request = openvino_request(Path(path), threads)
             # Inputs bound once over our own arrays: each step copies into them, no tensor is wrapped anew.
             self._request.set_tensor("audio", ov.Tensor(self.audio, shared_memory=True))
             self._request.set_tensor("state", ov.Tensor(self.state, shared_memory=True))
@@ -162,20 +164,6 @@ def _threads(threads: int):
     from kwsbench.measure.latency import torch_threads
 
     return torch_threads(threads)
-
-
-def _openvino_request(path: Path, threads: int):
-    import openvino as ov
-
-    # float32 pinned as everywhere in kwsbench (OpenVINO would pick bf16 on AVX-512 bf16 CPUs).
-    config = {
-        "INFERENCE_PRECISION_HINT": "f32",
-        "INFERENCE_NUM_THREADS": threads,
-        "PERFORMANCE_HINT": "LATENCY",
-        "NUM_STREAMS": 1,
-    }
-    core = ov.Core()
-    return core.compile_model(core.read_model(str(path)), "CPU", config).create_infer_request()
 
 
 def parity_audio(hops: int, hop_samples: int, seed: int = 0) -> np.ndarray:

@@ -167,6 +167,15 @@ class CausalConv2d(nn.Conv2d):
         self.causal_padding = (self.kernel_size[1] - 1) * self.dilation[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.onnx.is_in_onnx_export() and self.causal_padding:
+            # The TorchScript exporter loses the frame count after a Pad, and the frequency pool's
+            # output size then is not constant (export refused, a minutes-long dynamo fallback). Centred
+            # padding and the last frames cut off compute the same outputs with every shape static.
+            p = self.causal_padding
+            out = F.conv2d(
+                x, self.weight, self.bias, self.stride, (self.padding[0], p), self.dilation, self.groups
+            )
+            return out[..., :-p]
         return super().forward(F.pad(x, (self.causal_padding, 0)))
 
     def for_training(self, context: TrainingContext) -> nn.Module:
