@@ -26,6 +26,7 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
         "frequency_pool": "avg",
         "broadcast": "add",
         "dropout": 0.1,
+        "temporal_padding": "same",
     },
     "resnet_ds": {
         "dims": 2,
