@@ -141,8 +141,7 @@ class BCResBlock(nn.Module):
 
         Zero padding in time (centred or causal) commutes with the average, so the conv with its ``1 x k``
         weights repeated over the ``F`` frequencies and divided by ``F`` is exact; it removes a reduction
-        per block, and the
-        BatchNorm after it is then folded into it like any other. A max over frequency does not commute
+        per block, and the BatchNorm after it is then folded into it like any other. A max over frequency does not commute
         with the convolution and stays.
         """
         shape = context.output_shape(self.f2)  # what the pool reads
