@@ -1,12 +1,21 @@
 """The streaming BC-ResNet's step function as ONNX, its state as inputs and outputs, and the session that runs it.
 
 The graph (:class:`kwsbench.stream.incremental.StreamingBCResNet`, log-mel inside, DFT as matrix products)
-takes ``audio`` ``(1, hop_samples)`` and ``state`` ``(1, state_size)`` and returns ``logits`` ``(1, C)`` and
-``next_state`` ``(1, state_size)``; a caller feeds ``next_state`` back as ``state`` and starts a stream with
-zeros. The state is every state tensor of the step flattened and concatenated in order (the JSON beside the
-file lists their shapes): one input instead of 16 measured 0.21 against 0.33 ms a hop for BC-ResNet-1 on
-OpenVINO, whose per-input cost outweighs the step's work. :class:`StreamingSession` runs it on ONNX
-Runtime or OpenVINO (float32 pinned); ``eager`` runs the PyTorch step itself.
+takes ``audio`` ``(1, hop_samples)`` and one input per state tensor, ``state_0 .. state_{n-1}`` (shapes
+``(1, *model.state_shapes[i])``), and returns ``logits`` ``(1, C)`` and ``next_state_0 .. next_state_{n-1}``;
+a caller feeds ``next_state_i`` back as ``state_i`` and starts a stream with zeros. The JSON beside the file
+lists the names and shapes in order. :class:`StreamingSession` runs it on ONNX Runtime or OpenVINO (float32
+pinned); ``eager`` runs the PyTorch step itself.
+
+Why one tensor per state, kept inside the runtime: a 100 ms step of BC-ResNet-1 is a few hundred small
+nodes, so fixed per-node and per-call costs dominate it. The lead measured, AMD EPYC, one thread, quiet
+machine, OpenVINO: the state packed into one input (a Split, two Reshapes per state tensor and a Concat in
+the graph, Python copying it back each step) 165 us a step; the packed file made stateful 154 us; one
+input per state tensor, each pair made stateful (``openvino.passes.MakeStateful``: the state lives in the
+infer request's memory, nothing crosses Python) 144 us. ONNX Runtime has no stateful form; it binds the
+state buffers once in two ``io_binding``s used alternately (one reads buffers A and writes B, the other the
+reverse), so no step binds or copies state: 253 us, the packed file's 254 us (ONNX Runtime's cost is its
+per-node dispatch, which neither form changes).
 
 Parity: an export is refused (nothing written) when ONNX Runtime's logits over ``PARITY_HOPS`` steps of
 seeded speech-scale noise differ from the PyTorch step's by more than
@@ -21,60 +30,50 @@ import math
 import os
 import tempfile
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from kwsbench.atomic import write_atomically, write_json_atomically
 from kwsbench.errors import BackendError, ConfigError
 from kwsbench.stream.incremental import StreamingBCResNet, StreamingExecutor
 
-STREAMING_FORMAT = "kwsbench-streaming/1"
+STREAMING_FORMAT = "kwsbench-streaming/2"
 STREAMING_RUNTIMES = ("eager", "onnxruntime", "openvino")
 PARITY_HOPS = 24  # 2.4 s at a 100 ms hop: past the 1 s window, so every state has wrapped
 
 
-class PackedStep(nn.Module):
-    """``model``'s step with its state as one flat tensor: ``(audio (1, hop), state (1, S)) -> (logits, next_state)``."""
-
-    def __init__(self, model: StreamingBCResNet):
-        super().__init__()
-        self.model = model
-        self.sizes = [math.prod(shape) for shape in model.state_shapes]
-
-    def forward(self, audio: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        parts = state.split(self.sizes, dim=1)
-        unpacked = [p.reshape(1, *shape) for p, shape in zip(parts, self.model.state_shapes, strict=True)]
-        logits, *after = self.model(audio, *unpacked)
-        return logits, torch.cat([a.reshape(1, -1) for a in after], dim=1)
-
-
-def state_size(model: StreamingBCResNet) -> int:
-    """Floats in the packed state of ``model`` (every state tensor at batch 1)."""
-    return sum(math.prod(shape) for shape in model.state_shapes)
+def state_names(count: int) -> tuple[list[str], list[str]]:
+    """The ONNX names of ``count`` state tensors: ``(["state_0", ...], ["next_state_0", ...])``."""
+    return [f"state_{i}" for i in range(count)], [f"next_state_{i}" for i in range(count)]
 
 
 def export_step(model: StreamingBCResNet, path: str | os.PathLike, label: str = "model") -> Path:
-    """``model``'s packed step at batch 1 as ONNX at ``path`` (``Add`` chains merged into ``Sum``), atomically."""
+    """``model``'s step at batch 1 as ONNX at ``path`` (``Add`` chains merged into ``Sum``), atomically.
+
+    Inputs ``audio`` ``(1, hop)`` and ``state_i`` ``(1, *model.state_shapes[i])``; outputs ``logits`` and
+    ``next_state_i`` of the same shapes.
+    """
     import onnx
 
     from kwsbench.measure.optimize import merge_add_chains
 
-    example = (torch.zeros(1, model.hop_samples), torch.zeros(1, state_size(model)))
+    inputs, outputs = state_names(len(model.state_shapes))
+    example = (torch.zeros(1, model.hop_samples), *model.initial_state(1))
     buffer = io.BytesIO()
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                PackedStep(model),
+                model,
                 example,
                 buffer,
                 dynamo=False,
-                input_names=["audio", "state"],
-                output_names=["logits", "next_state"],
+                input_names=["audio", *inputs],
+                output_names=["logits", *outputs],
             )
     except Exception as err:  # noqa: BLE001 - the exporter raises many kinds; the first line is kept
         raise BackendError(
@@ -89,14 +88,16 @@ class StreamingSession:
     """A streaming step on a runtime, with its state: ``step((1, hop) float32) -> (1, C) logits``; ``reset()``.
 
     ``runtime``: ``eager`` (``model`` required), ``onnxruntime`` or ``openvino`` (``path`` of an exported
-    step whose packed state has ``state_size`` floats). ``threads``: intra-op threads.
+    step whose state tensors have ``state_shapes``, each without its batch axis of 1, in order; a file
+    whose inputs differ is refused). ``threads``: intra-op threads. Sessions share nothing: each holds
+    its own state (OpenVINO: its own infer request's variables).
     """
 
     def __init__(
         self,
         runtime: str,
         *,
-        state_size: int,
+        state_shapes: Sequence[Sequence[int]],
         hop_samples: int,
         path: str | os.PathLike | None = None,
         model: StreamingBCResNet | None = None,
@@ -105,35 +106,100 @@ class StreamingSession:
         if runtime not in STREAMING_RUNTIMES:
             raise ConfigError(f"streaming runtime {runtime!r}: choose from {', '.join(STREAMING_RUNTIMES)}")
         self.runtime, self.hop_samples, self.threads = runtime, hop_samples, threads
-        self.state = np.zeros((1, state_size), dtype=np.float32)
         self.audio = np.zeros((1, hop_samples), dtype=np.float32)
+        shapes = [(1, *map(int, shape)) for shape in state_shapes]
+        self._inputs, self._outputs = state_names(len(shapes))
+        self._expected = [("audio", self.audio.shape), *zip(self._inputs, shapes, strict=True)]
         if runtime == "eager":
             if model is None:
                 raise ConfigError("the eager streaming runtime needs the PyTorch step; pass model")
             self._executor = StreamingExecutor(model)
             self._run = self._eager
         elif runtime == "onnxruntime":
-            from kwsbench.measure.backends import ort_session
-
-            self._session = ort_session(Path(path), threads)
+            self._open_onnxruntime(Path(path), shapes)
             self._run = self._onnxruntime
         else:
-            import openvino as ov
-
-            from kwsbench.measure.backends import openvino_request
-
-            self._request = openvino_request(Path(path), threads)
-            # Inputs bound once over our own arrays: each step copies into them, no tensor is wrapped anew.
-            self._request.set_tensor("audio", ov.Tensor(self.audio, shared_memory=True))
-            self._request.set_tensor("state", ov.Tensor(self.state, shared_memory=True))
+            self._open_openvino(Path(path))
             self._run = self._openvino
         self.reset()
 
+    def _check_inputs(self, path: Path, found: list[tuple[str, tuple[int, ...]]]) -> None:
+        """Refuse a file whose inputs are not ``audio`` then ``state_i`` with the shapes this session was given."""
+        found = [(name, tuple(shape)) for name, shape in found]
+        if found != self._expected:
+            first = next(
+                (f"{f} where {e} is expected" for f, e in zip(found, self._expected, strict=False) if f != e),
+                f"{len(found)} inputs where {len(self._expected)} are expected",
+            )
+            raise ConfigError(
+                f"{path}: its inputs are not the streaming step's ({first}); "
+                "export it again with `kwsbench export --streaming`"
+            )
+
+    def _open_onnxruntime(self, path: Path, shapes: list[tuple[int, ...]]) -> None:
+        import onnxruntime as ort
+
+        from kwsbench.measure.backends import ort_session
+
+        self._session = ort_session(path, self.threads)
+        self._check_inputs(path, [(i.name, i.shape) for i in self._session.get_inputs()])
+        logits_shape = self._session.get_outputs()[0].shape
+        self.logits = np.zeros(logits_shape, dtype=np.float32)
+
+        def bound(array: np.ndarray):
+            # On the CPU an OrtValue made from an array reads and writes that array's memory.
+            return ort.OrtValue.ortvalue_from_numpy(array)
+
+        # Two sets of state buffers and two bindings used alternately: binding k reads set k and writes set
+        # 1 - k, so a step neither binds nor copies state (the next step reads what this one wrote).
+        self._state = [[np.zeros(shape, dtype=np.float32) for shape in shapes] for _ in range(2)]
+        audio, logits = bound(self.audio), bound(self.logits)
+        values = [[bound(a) for a in buffers] for buffers in self._state]
+        self._bindings = []
+        for k in range(2):
+            binding = self._session.io_binding()
+            binding.bind_ortvalue_input("audio", audio)
+            binding.bind_ortvalue_output("logits", logits)
+            for name, out, read, written in zip(
+                self._inputs, self._outputs, values[k], values[1 - k], strict=True
+            ):
+                binding.bind_ortvalue_input(name, read)
+                binding.bind_ortvalue_output(out, written)
+            self._bindings.append(binding)
+        self._turn = 0
+
+    def _open_openvino(self, path: Path) -> None:
+        import openvino as ov
+        import openvino.passes
+
+        from kwsbench.measure.backends import openvino_request
+
+        model = ov.Core().read_model(str(path))
+        self._check_inputs(path, [(p.get_any_name(), tuple(p.get_shape())) for p in model.inputs])
+        # Each (state_i, next_state_i) pair becomes an OpenVINO variable (ReadValue/Assign) that lives in the
+        # infer request, starts at zeros and is zeroed by reset_state(): no state crosses Python.
+        manager = openvino.passes.Manager()
+        manager.register_pass(
+            openvino.passes.MakeStateful(dict(zip(self._inputs, self._outputs, strict=True)))
+        )
+        manager.run_passes(model)
+        self._request = openvino_request(model, self.threads)
+        self.logits = np.zeros(tuple(model.output("logits").get_shape()), dtype=np.float32)
+        # Input and output bound once over our own arrays: a step copies into and out of them.
+        self._request.set_tensor("audio", ov.Tensor(self.audio, shared_memory=True))
+        self._request.set_tensor("logits", ov.Tensor(self.logits, shared_memory=True))
+
     def reset(self) -> None:
         """Back to the state of a stream preceded by silence."""
-        self.state[:] = 0.0
         if self.runtime == "eager":
             self._executor.reset()
+        elif self.runtime == "onnxruntime":
+            for buffers in self._state:
+                for array in buffers:
+                    array[...] = 0.0
+            self._turn = 0
+        else:
+            self._request.reset_state()
 
     def step(self, audio: np.ndarray) -> np.ndarray:
         """The logits of the window ending with this hop of ``(1, hop_samples)`` float32 samples: ``(1, C)``."""
@@ -149,15 +215,14 @@ class StreamingSession:
 
     def _onnxruntime(self, audio: np.ndarray) -> np.ndarray:
         np.copyto(self.audio, audio)
-        logits, after = self._session.run(None, {"audio": self.audio, "state": self.state})
-        np.copyto(self.state, after)
-        return logits
+        self._session.run_with_iobinding(self._bindings[self._turn])
+        self._turn ^= 1
+        return self.logits.copy()
 
     def _openvino(self, audio: np.ndarray) -> np.ndarray:
         np.copyto(self.audio, audio)
         self._request.infer()
-        np.copyto(self.state, self._request.get_tensor("next_state").data)
-        return self._request.get_tensor("logits").data.copy()
+        return self.logits.copy()
 
 
 def _threads(threads: int):
@@ -209,17 +274,22 @@ def check_parity(session: StreamingSession, model: StreamingBCResNet, *, label: 
 
 
 def _shapes(model: StreamingBCResNet) -> dict[str, Any]:
-    return dict(state_size=state_size(model), hop_samples=model.hop_samples)
+    return dict(state_shapes=model.state_shapes, hop_samples=model.hop_samples)
 
 
 def export_streaming_checkpoint(
     checkpoint: str | os.PathLike, out: str | os.PathLike, *, hop_ms: float = 100.0
 ) -> dict[str, Any]:
-    """A causal checkpoint's streaming step as ONNX at ``out`` with a JSON beside it; returns that JSON."""
+    """A BC-ResNet checkpoint's streaming step as ONNX at ``out`` with a JSON beside it; returns that JSON.
+
+    A standard model's step scores the window ending ``lag_samples`` before each hop's end (its delay,
+    :func:`kwsbench.stream.incremental.delay_compensated`), a causal one's 20 ms before (the frontend's).
+    """
     from kwsbench.export.exported import file_sha256, sidecar_path
     from kwsbench.stream.incremental import load_streaming_checkpoint
 
     model, ckpt = load_streaming_checkpoint(checkpoint, hop_ms=hop_ms)
+    inputs, outputs = state_names(len(model.state_shapes))
     out = Path(out)
     with tempfile.TemporaryDirectory(prefix="kwsbench-step-", dir=out.parent) as tmp:
         path = export_step(model, Path(tmp) / "step.onnx", label=str(checkpoint))
@@ -234,7 +304,11 @@ def export_streaming_checkpoint(
         "labels": list(ckpt["labels"]),
         "sample_rate": 16000,
         "hop_samples": model.hop_samples,
-        "state_size": state_size(model),
+        "lag_samples": model.lag_samples,
+        # In the order of the ONNX file's inputs after ``audio`` and outputs after ``logits``; each shape
+        # without its batch axis of 1.
+        "state_inputs": inputs,
+        "state_outputs": outputs,
         "state_shapes": [list(s) for s in model.state_shapes],
         "parity_max_abs_diff": diff,
         "parity_hops": PARITY_HOPS,
@@ -246,10 +320,12 @@ def export_streaming_checkpoint(
 
 def format_streaming_export(result: dict[str, Any]) -> str:
     """The lines ``kwsbench export --streaming`` prints: the files, the step's shapes and the parity figure."""
+    floats = sum(math.prod(shape) for shape in result["state_shapes"])
     return "\n".join(
         [
             f"wrote {result['onnx']} and {Path(result['json']).name}: streaming step of {result['model']}, "
-            f"audio (1, {result['hop_samples']}) + state (1, {result['state_size']}) -> logits + next_state",
+            f"audio (1, {result['hop_samples']}) + {len(result['state_inputs'])} state tensors "
+            f"({floats} floats) -> logits + the next state",
             f"parity: max |ONNX Runtime - PyTorch step| = {result['parity_max_abs_diff']:.3g} over "
             f"{result['parity_hops']} hops",
         ]
@@ -262,7 +338,7 @@ def open_streaming_file(
     """A file of ``kwsbench export --streaming`` on ``runtime`` (not eager), and the JSON beside it."""
     import json
 
-    from kwsbench.export.exported import sidecar_path
+    from kwsbench.export.exported import file_sha256, sidecar_path
 
     path = Path(path)
     try:
@@ -271,16 +347,29 @@ def open_streaming_file(
         raise ConfigError(
             f"{path}: no readable JSON beside it ({type(err).__name__}); export it again"
         ) from None
-    if meta.get("format") != STREAMING_FORMAT:
+    found = meta.get("format") if isinstance(meta, dict) else None
+    if found != STREAMING_FORMAT:
+        again = "export it again with `kwsbench export --streaming`"
         raise ConfigError(
-            f"{path}: not a streaming export (format {meta.get('format')!r}); write one with "
+            f"{path}: a streaming export of format {found!r}, this kwsbench reads {STREAMING_FORMAT}; {again}"
+            if isinstance(found, str) and found.startswith("kwsbench-streaming/")
+            else f"{path}: not a streaming export (format {found!r}); write one with "
             "`kwsbench export --streaming`, or drop --streaming"
         )
     if runtime == "eager":
         raise ConfigError(
             f"{path}: an exported step runs on onnxruntime or openvino; pick --backend one of them"
         )
+    if meta.get("sha256") != file_sha256(path):
+        raise ConfigError(
+            f"{path}: the JSON beside it was written for another file; export it again with "
+            "`kwsbench export --streaming`"
+        )
     session = StreamingSession(
-        runtime, path=path, state_size=meta["state_size"], hop_samples=meta["hop_samples"], threads=threads
+        runtime,
+        path=path,
+        state_shapes=meta["state_shapes"],
+        hop_samples=meta["hop_samples"],
+        threads=threads,
     )
     return session, meta

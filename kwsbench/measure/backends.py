@@ -126,19 +126,27 @@ def ort_runner(path: Path, threads: int, level: str = "all", spinning: bool = Tr
     return lambda x: session.run(None, {name: x})[0]
 
 
-def openvino_request(path: Path, threads: int):
-    """An OpenVINO CPU infer request for the ONNX file at ``path``: ``threads`` threads, one stream, latency
-    hint, float32 pinned (OpenVINO would pick bf16 on AVX-512 bf16 CPUs)."""
-    import openvino as ov
-
-    config = {
-        "INFERENCE_PRECISION_HINT": "f32",
+def openvino_config(threads: int, precision: str = "f32") -> dict[str, Any]:
+    """The OpenVINO CPU compile settings every kwsbench model gets: ``threads`` threads, one stream, latency
+    hint, inference precision ``precision`` (pinned to f32 by default: OpenVINO would pick bf16 on AVX-512
+    bf16 CPUs)."""
+    return {
+        "INFERENCE_PRECISION_HINT": precision,
         "INFERENCE_NUM_THREADS": threads,
         "PERFORMANCE_HINT": "LATENCY",
         "NUM_STREAMS": 1,
     }
+
+
+def openvino_request(model: Path | Any, threads: int):
+    """An OpenVINO CPU infer request, float32 pinned (:func:`openvino_config`), for the ONNX file at
+    ``model`` or for an ``openvino.Model`` already read (and transformed, e.g. made stateful)."""
+    import openvino as ov
+
     core = ov.Core()
-    return core.compile_model(core.read_model(str(path)), "CPU", config).create_infer_request()
+    if not isinstance(model, ov.Model):
+        model = core.read_model(str(model))
+    return core.compile_model(model, "CPU", openvino_config(threads)).create_infer_request()
 
 
 def openvino_runner(path: Path, threads: int, shape: tuple[int, ...]):
@@ -183,13 +191,7 @@ def _openvino_run(path: Path, x: np.ndarray, threads: int, precision: str):
     import openvino as ov
 
     core = ov.Core()
-    config = {
-        "INFERENCE_PRECISION_HINT": precision,
-        "INFERENCE_NUM_THREADS": threads,
-        "PERFORMANCE_HINT": "LATENCY",
-        "NUM_STREAMS": 1,
-    }
-    compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+    compiled = core.compile_model(core.read_model(str(path)), "CPU", openvino_config(threads, precision))
     request = compiled.create_infer_request()
     request.set_input_tensor(ov.Tensor(x))
 
