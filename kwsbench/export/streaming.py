@@ -8,14 +8,15 @@ lists the names and shapes in order. :class:`StreamingSession` runs it on ONNX R
 pinned); ``eager`` runs the PyTorch step itself.
 
 Why one tensor per state, kept inside the runtime: a 100 ms step of BC-ResNet-1 is a few hundred small
-nodes, so fixed per-node and per-call costs dominate it. The lead measured, AMD EPYC, one thread, quiet
-machine, OpenVINO: the state packed into one input (a Split, two Reshapes per state tensor and a Concat in
-the graph, Python copying it back each step) 165 us a step; the packed file made stateful 154 us; one
-input per state tensor, each pair made stateful (``openvino.passes.MakeStateful``: the state lives in the
-infer request's memory, nothing crosses Python) 144 us. ONNX Runtime has no stateful form; it binds the
-state buffers once in two ``io_binding``s used alternately (one reads buffers A and writes B, the other the
-reverse), so no step binds or copies state: 253 us, the packed file's 254 us (ONNX Runtime's cost is its
-per-node dispatch, which neither form changes).
+nodes, so fixed per-node and per-call costs dominate it. Packing the state into one input costs a Split, two
+Reshapes per state tensor and a Concat in the graph, and a copy of the whole state through Python each step.
+Here OpenVINO makes each (``state_i``, ``next_state_i``) pair an infer-request variable
+(``openvino.passes.MakeStateful``), so no state crosses Python; ONNX Runtime has no stateful form, so the
+state buffers are bound once in two ``io_binding``s used alternately (one reads set A and writes set B, the
+other the reverse) and no step binds or copies state. Median us per BC-ResNet-1 step, one thread, AMD EPYC:
+OpenVINO 165 packed, 154 packed and made stateful, 144 per state and stateful (the lead, quiet machine);
+side by side in one process on a shared 2-core machine, packed against this form: OpenVINO 163 -> 145,
+ONNX Runtime 255 -> 226 (BC-ResNet-3: 230 -> 192 and 439 -> 395; BC-ResNet-8: 479 -> 380 and 945 -> 875).
 
 Parity: an export is refused (nothing written) when ONNX Runtime's logits over ``PARITY_HOPS`` steps of
 seeded speech-scale noise differ from the PyTorch step's by more than

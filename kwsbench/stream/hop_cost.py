@@ -6,7 +6,9 @@ included, at batch 1 under the latency protocol (:mod:`kwsbench.measure.protocol
 - *per window*: the 1 s window through log-mel and the model on each stream backend
   (``kwsbench.stream.runtime``: optimized, ONNX Runtime, OpenVINO, eager), the fastest kept;
 - *streaming*: one hop of new audio through the step function with its state
-  (:mod:`kwsbench.export.streaming`: ONNX Runtime, OpenVINO, eager), the fastest kept.
+  (:mod:`kwsbench.export.streaming`, one ONNX input and output per state tensor: OpenVINO with the state
+  kept inside the infer request, ONNX Runtime with it bound once in two alternating I/O bindings, eager),
+  the fastest kept. A timed step is what a stream pays: copy the hop in, run, copy the logits out.
 
 Both are measured one after the other in the same process; their ratio is the figure to read.
 """
