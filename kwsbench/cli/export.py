@@ -68,7 +68,8 @@ def register(sub) -> None:
     export.add_argument(
         "--streaming",
         action="store_true",
-        help="the causal model's streaming step: 100 ms of audio and the state in, logits and the state out",
+        help="the model's streaming step: 100 ms of audio and the state in, logits and the state out (a "
+        "standard model's step scores the window ending 600 ms earlier, see kwsbench.stream.incremental)",
     )
     add_dataset_options(export, required=False)
     export.add_argument(

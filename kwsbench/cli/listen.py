@@ -87,6 +87,8 @@ def _stream_eval(args: argparse.Namespace) -> int:
         raise ConfigError("--save-stream applies to synthetic streams; drop it with --recording")
     if args.save_stream and args.out is None:
         raise ConfigError("--save-stream writes into --out; pass --out DIR")
+    if args.compare:
+        return _compare(args, synthetic)
     settings = _settings(args)
     if not synthetic:  # a bad label file or a missing recording fails before the model is built
         from kwsbench.stream.labels import read_labels
@@ -123,6 +125,19 @@ def _stream_eval(args: argparse.Namespace) -> int:
     return emit(record, args.json, lambda _: text)
 
 
+def _compare(args: argparse.Namespace, synthetic: bool) -> int:
+    from kwsbench.stream.compare import compare_streaming, format_comparison
+
+    if not synthetic or args.model_file is not None:
+        raise ConfigError("--compare streams a --checkpoint (or the bundled model) on a synthetic stream: "
+                          "pass --dataset and --data-dir, not --recording or --model-file")  # fmt: skip
+    result = compare_streaming(
+        args.checkpoint, dataset_spec(args), hours=args.hours, snr_db=args.snr_db, seed=args.seed,
+        hop_ms=args.hop_ms, cache_dir=args.cache_dir, threads=args.threads, progress=not args.json,
+    )  # fmt: skip
+    return emit(result.to_dict(), args.json, lambda _: format_comparison(result))
+
+
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     from kwsbench.stream.backend_names import STREAM_BACKENDS
 
@@ -137,8 +152,9 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument(
         "--streaming", action="store_true",
-        help="score each hop incrementally (kwsbench.stream.incremental): a causal --checkpoint or a "
-        "--model-file of `export --streaming`; only the new frames of each hop are computed",
+        help="score each hop incrementally (kwsbench.stream.incremental), only its new frames computed: a "
+        "causal model as it is, a standard one (the bundled BC-ResNet-1) 600 ms late; or a --model-file of "
+        "`export --streaming`",
     )  # fmt: skip
 
 
@@ -197,6 +213,11 @@ def register(sub) -> None:
         help="windows scored per call (16 measured fastest on 2 cores)",
     )
     evaluate.add_argument("--cache-dir", default=None, help="clip cache folder (default: $KWSBENCH_CACHE)")
+    evaluate.add_argument(
+        "--compare", action="store_true",
+        help="the checkpoint streamed incrementally against per window on the same synthetic stream: "
+        "posterior differences and FRR at 1 FA/h both ways (kwsbench.stream.compare)",
+    )  # fmt: skip
     evaluate.add_argument("--out", help="folder for stream_eval.json (the record) and det.png")
     evaluate.add_argument(
         "--save-stream",

@@ -1,22 +1,16 @@
 """How far streaming scores are from per-window scores, on a synthetic stream: posteriors and FRR at 1 FA/h.
 
-:func:`compare_streaming` takes any BC-ResNet checkpoint. Its *streaming* scores:
+:func:`compare_streaming` takes any BC-ResNet checkpoint and streams it with the incremental step
+(:class:`StepScorer`, eager): a causal model (``temporal_padding="causal"``) as it is, a standard one with a
+delay (:func:`kwsbench.stream.incremental.delay_compensated`: its centred temporal convolutions made causal and
+``D`` frames late, 58 for BC-ResNet, each block's identity and ``f2`` branches delayed to match).
 
-- a causal model (``temporal_padding="causal"``): the incremental step itself (:class:`StepScorer`, eager);
-- the standard model, streamed with a delay: every centred temporal convolution reads ``(k - 1) * d / 2``
-  frames ahead, so a streaming executor emits frame ``t`` once frame ``t + D`` has arrived (``D`` = the sum
-  of those look-aheads: 58 frames for BC-ResNet, plus the frontend's 2) and delays each block's identity and
-  ``f2`` branches to match. What it emits equals the centred model run once over the whole stream (zero
-  padding before the stream only, the same argument as for the causal model, whose equality is tested), so
-  the scores are computed that way (:func:`kwsbench.stream.incremental.whole_sequence_logits`), ``D`` frames
-  late in wall-clock time.
-
-Streaming hop ``i`` averages the ``T`` frames ending 2 frames before the hop's end (the frontend's
-look-ahead), so the per-window model is compared on those same 1 s windows (the stream delayed by 2 frames):
-the posterior difference is then only the window's edges (reflect and zero padding in the per-window model,
-real audio and activations in the stream). FRR at 1 FA/h is measured with the detector's own windows for the
-per-window model and with the streaming scores at the hop's time for streaming; both go through
-:func:`kwsbench.stream.evaluate.evaluate_stream` (same smoothing, sweep and matching).
+Streaming hop ``i`` scores the ``T`` frames ending ``lag`` samples before the hop's end (the frontend's
+look-ahead, 20 ms, plus that delay), so the per-window model is compared on those same 1 s windows (the stream
+delayed by ``lag``): the posterior difference is then only the window's edges (reflect and zero padding in the
+per-window model, real audio and activations in the stream). FRR at 1 FA/h is measured with the detector's own
+windows for the per-window model and with the streaming scores dated by the window they scored; both go
+through :func:`kwsbench.stream.evaluate.evaluate_stream` (same smoothing, sweep and matching).
 """
 
 from __future__ import annotations
@@ -39,6 +33,7 @@ class _Replay:
     name: str
     source: str
     note: str
+    lag_samples: int = 0
     incremental: bool = True
     sample_rate: int = 16000
     window_samples: int = 16000
@@ -73,22 +68,6 @@ class StreamingComparison:
         return asdict(self)
 
 
-def model_delay_frames(model) -> int:
-    """Frames a BC-ResNet reads ahead: ``(k - 1) * d / 2`` summed over its centred temporal convolutions.
-
-    A causal model reads none. Residual branches do not add to it (they are delayed to match, not ahead).
-    """
-    from torch import nn
-
-    from kwsbench.models.layers import CausalConv2d
-
-    return sum(
-        (m.kernel_size[1] - 1) * m.dilation[1] // 2
-        for m in model.modules()
-        if isinstance(m, nn.Conv2d) and not isinstance(m, CausalConv2d) and m.kernel_size[1] > 1
-    )
-
-
 def compare_streaming(
     checkpoint: str | os.PathLike | None,
     dataset,
@@ -98,75 +77,79 @@ def compare_streaming(
     seed: int = 0,
     hop_ms: float = 100.0,
     cache_dir: str | os.PathLike | None = None,
+    threads: int | None = None,
     progress: bool = False,
 ) -> StreamingComparison:
     """Compare streaming and per-window scores of ``checkpoint`` (None: the bundled BC-ResNet-1) on a stream.
 
     ``dataset``: the ``DatasetSpec`` whose test split and noise make the stream (``evaluate_synthetic``).
+    ``threads``: intra-op threads of both scorers (default: torch's current count).
     """
     import torch
 
     from kwsbench.checkpoints import bundled_checkpoint
-    from kwsbench.models.checkpoint import load_checkpoint, model_from_checkpoint
+    from kwsbench.models.checkpoint import load_checkpoint
     from kwsbench.runner.loop import open_cache
     from kwsbench.stream.compose import build_synthetic_stream
     from kwsbench.stream.evaluate import evaluate_stream
-    from kwsbench.stream.incremental import keep_samples, uncentred_log_mel, whole_sequence_logits
     from kwsbench.stream.scorer import CheckpointScorer, StepScorer
 
     checkpoint = checkpoint if checkpoint is not None else bundled_checkpoint()
-    ckpt = load_checkpoint(checkpoint)
-    model, spec = model_from_checkpoint(ckpt, str(checkpoint))
-    causal = getattr(model, "temporal_padding", "same") == "causal"
     settings = DetectorSettings(hop_ms=hop_ms)
     hop = settings.hop_samples
     cache = open_cache(dataset, cache_dir=cache_dir, progress=progress)
     stream = build_synthetic_stream(cache, hours=hours, snr_db=snr_db, seed=seed)
     audio = np.concatenate(list(stream.chunks()))
-    log_mel = uncentred_log_mel(spec, settings.sample_rate, settings.window_samples)
-    # The newest streaming frame is centred this many samples before the hop's end (see incremental).
-    lag = (
-        keep_samples(log_mel.win_length, log_mel.hop_length)
-        + hop
-        - log_mel.win_length // 2
-        - (hop // log_mel.hop_length - 1) * log_mel.hop_length
-    )
 
-    per_window = CheckpointScorer(checkpoint, backend="eager", threads=torch.get_num_threads(), batch=16)
+    threads = threads or torch.get_num_threads()
+    step = StepScorer(checkpoint, backend="eager", threads=threads, hop_ms=hop_ms)
+    streaming_logits = score_stream([audio], step, settings, progress=progress)
+    per_window = CheckpointScorer(checkpoint, backend="eager", threads=threads, batch=16)
     detector_logits = score_stream([audio], per_window, settings, progress=progress)
+    lag = step.lag_samples
     delayed = np.concatenate([np.zeros(lag, dtype=np.float32), audio])  # windows ending `lag` earlier
     aligned_logits = score_stream([delayed], per_window, settings, progress=progress)[
         : detector_logits.shape[0]
     ]
-    if causal:
-        step = StepScorer(checkpoint, backend="eager", threads=torch.get_num_threads(), hop_ms=hop_ms)
-        streaming_logits = score_stream([audio], step, settings, progress=progress)
-    else:
-        streaming_logits = whole_sequence_logits(model, spec, torch.from_numpy(audio)[None], hop_samples=hop)[
-            0
-        ].numpy()
     hops = min(len(streaming_logits), len(aligned_logits))
-    first = -(-settings.window_samples // hop)  # the first second: windows reach back before the stream
+    # Skip the first second and the delay: those windows reach back before the stream.
+    first = -(-(settings.window_samples + lag) // hop)
     diff = np.abs(posteriors(streaming_logits[first:hops]) - posteriors(aligned_logits[first:hops]))
 
-    labels = list(ckpt["labels"])
     records = {}
-    for kind, logits in (("per_window", detector_logits), ("streaming", streaming_logits)):
-        replay = _Replay(logits, labels, hop, str(ckpt["model"]), str(checkpoint), kind)
+    for kind, logits, late in (("per_window", detector_logits, 0), ("streaming", streaming_logits, lag)):
+        replay = _Replay(logits, step.labels, hop, step.name, str(checkpoint), kind, late)
         records[kind] = evaluate_stream(
             replay, [audio], stream.truth, settings, total_samples=stream.total_samples, progress=progress
         )
-    frames = model_delay_frames(model)
+    options = load_checkpoint(checkpoint).get("options") or {}
     return StreamingComparison(
-        model=str(ckpt["model"]),
-        temporal_padding="causal" if causal else "same",
+        model=step.name,
+        temporal_padding=str(options.get("temporal_padding", "same")),
         hours=stream.total_samples / settings.sample_rate / 3600,
         hops=hops,
-        delay_ms=1000 * (lag + frames * log_mel.hop_length) / settings.sample_rate,
+        delay_ms=1000 * lag / settings.sample_rate,
         max_posterior_difference=float(diff.max()),
         mean_posterior_difference=float(diff.mean()),
         frr_per_window=records["per_window"].false_rejection_rate,
         frr_streaming=records["streaming"].false_rejection_rate,
         fa_per_hour_per_window=records["per_window"].false_alarms_per_hour,
         fa_per_hour_streaming=records["streaming"].false_alarms_per_hour,
+    )
+
+
+def format_comparison(c: StreamingComparison) -> str:
+    """The lines ``kwsbench stream-eval --compare`` prints."""
+
+    def pct(x: float | None) -> str:
+        return "n/a (no threshold reaches 1 FA/h)" if x is None else f"{100 * x:.1f} %"
+
+    return "\n".join(
+        [
+            f"{c.model} ({c.temporal_padding} padding), {c.hours:.2f} h synthetic stream, {c.hops} hops; "
+            f"streaming scores each window {c.delay_ms:g} ms after its end",
+            f"  posterior difference, streaming vs the same windows per window: max {c.max_posterior_difference:.3f}, "
+            f"mean {c.mean_posterior_difference:.4f}",
+            f"  FRR at 1 FA/h: per window {pct(c.frr_per_window)}, streaming {pct(c.frr_streaming)}",
+        ]
     )

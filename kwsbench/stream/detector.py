@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -46,6 +46,9 @@ class DetectorSettings:
     refractory_ms: float = 1000.0
     sample_rate: int = SAMPLE_RATE
     window_samples: int = CLIP_SAMPLES
+    # How long before its hop's end the scored window ends: a streaming model's look-ahead (set from the
+    # scorer by ``for_scorer``), so that a detection is dated by the audio it heard, not by when it fired.
+    lag_samples: int = 0
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.hop_ms) and 1 <= self.hop_samples <= self.window_samples):
@@ -76,7 +79,11 @@ class DetectorSettings:
 
     def hop_time(self, hop: int | np.ndarray) -> float | np.ndarray:
         """Seconds from the start of the source to the end of hop ``hop``'s window."""
-        return (np.asarray(hop) + 1) * self.hop_samples / self.sample_rate
+        return ((np.asarray(hop) + 1) * self.hop_samples - self.lag_samples) / self.sample_rate
+
+    def for_scorer(self, scorer: Scorer) -> DetectorSettings:
+        """These settings with ``scorer``'s lag (0 for a scorer of whole windows)."""
+        return replace(self, lag_samples=int(getattr(scorer, "lag_samples", 0)))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -270,7 +277,7 @@ class StreamingDetector:
                 f"the model takes {scorer.window_samples} samples at {scorer.sample_rate} Hz; "
                 "build the detector settings with those"
             )
-        self.scorer, self.settings = scorer, settings
+        self.scorer, self.settings = scorer, settings.for_scorer(scorer)
         self._incremental = _check_incremental(scorer, settings)
         self.labels = list(scorer.labels)
         self._columns = keyword_columns(self.labels)

@@ -54,6 +54,7 @@ def evaluate_stream(
     """Score the stream ``chunks`` (float32 mono at the scorer's rate), sweep thresholds, build the record."""
     if tolerance_s < 0:
         raise ConfigError(f"--tolerance-ms {tolerance_s * 1000:g}: must be 0 or more")
+    settings = settings.for_scorer(scorer)  # a streaming model's detections dated by the window they scored
     start = time.perf_counter()
     logits = score_stream(
         chunks, scorer, settings, batch=batch, total_samples=total_samples, progress=progress

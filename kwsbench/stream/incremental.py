@@ -8,7 +8,8 @@ exports to ONNX as it is (:mod:`kwsbench.export.streaming`). The state, in order
 2. one ring buffer per causal convolution, the last ``(k_t - 1) * dilation_t`` frames of its input
    (``(B, C, F, past)``), in the order the model calls them (head, 12 blocks, tail);
 3. the last ``T - 1`` frame embeddings before the global average pool (``(B, hidden, 1, T - 1)``),
-   ``T`` = the frames of the 1 s clip the model was trained on.
+   ``T`` = the frames of the 1 s clip the model was trained on;
+4. a standard model's delay lines (see below), ``(B, C, F, d)`` each.
 
 What "equal to the non-streaming model" means (:func:`whole_sequence_logits` computes it in one pass):
 the stream is preceded by silence. Its log-mel frames are the frontend's centred frames at every
@@ -22,6 +23,17 @@ BC-ResNet's 10 ms hop, 30 ms window): the frontend's look-ahead rounded up to wh
 The streaming scores differ from the per-clip model on the 1 s window with the same frames only
 through that window's edges: the per-clip frontend reflect-pads its first and last frames and the
 model zero-pads its first frames, where the stream has real audio and real past activations.
+
+A standard model (``temporal_padding="same"``) streams *with a delay* (:func:`delay_compensated`): a
+centred convolution reading ``p = (k - 1) * d / 2`` frames ahead is the causal convolution with the same
+weights, ``p`` frames late, so each one becomes causal, and each block's shortcut and ``f2`` branches go
+through a delay line of ``p`` frames to meet its late temporal branch. The network then emits frame ``t``
+of the centred model once frame ``t + D`` has arrived (``D``, :func:`model_delay_frames`: 58 frames for
+BC-ResNet), and the score of a hop is that of the window ending ``D`` frames before its newest frame:
+the centred model run once over the whole stream, averaged over that window
+(:func:`whole_sequence_logits`), for every window whose frames all lie ``D`` or more frames into the
+stream (earlier ones read the delay lines' initial zeros where the centred model reads its zero padding
+at the stream's start one layer later).
 """
 
 from __future__ import annotations
@@ -37,6 +49,7 @@ from torch import nn
 from kwsbench.data.features import LogMel, make_frontend
 from kwsbench.errors import ConfigError
 from kwsbench.measure.optimize import GlobalMean, inference_graph
+from kwsbench.models.bcresnet import BCResBlock
 from kwsbench.models.layers import CausalConv2d, ClassifierTail
 from kwsbench.models.rewrite import rewrite_tree
 from kwsbench.specs import InputSpec
@@ -69,6 +82,34 @@ class StreamingConv(nn.Module):
         return F.conv2d(full, c.weight, c.bias, c.stride, c.padding, c.dilation, c.groups)
 
 
+class FrameDelay(nn.Module):
+    """``x`` delayed by ``frames`` frames, zeros before the first: ``(B, C, F, T) -> (B, C, F, T)``."""
+
+    def __init__(self, frames: int):
+        super().__init__()
+        self.frames = frames
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pad(x, (self.frames, 0))[..., : x.shape[3]]
+
+
+class StreamingDelay(nn.Module):
+    """A :class:`FrameDelay` whose earlier frames come from a state tensor: ``(B, C, F, n) -> (B, C, F, n)``.
+
+    Reads ``(B, C, F, frames)`` from slot ``index``; returns the first ``n`` frames of ``[state, x]`` and
+    writes its last ``frames`` back (either may be longer than the other).
+    """
+
+    def __init__(self, delay: FrameDelay, index: int, slots: _Slots):
+        super().__init__()
+        self.frames, self.index, self.slots = delay.frames, index, slots
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        full = torch.cat([self.slots.inputs[self.index], x], dim=3)
+        self.slots.outputs[self.index] = full[:, :, :, -self.frames :]
+        return full[:, :, :, : x.shape[3]]
+
+
 class StreamingMean(nn.Module):
     """The tail's global average pool as the mean of the last ``frames`` embeddings: ``(B, C, 1, n) -> (B, C, 1, 1)``.
 
@@ -85,6 +126,130 @@ class StreamingMean(nn.Module):
         full = torch.cat([self.slots.inputs[self.index], x], dim=3)
         self.slots.outputs[self.index] = full[:, :, :, -(self.frames - 1) :]
         return full[:, :, :, -self.frames :].mean(dim=(2, 3), keepdim=True)
+
+
+class DelayedBlock(nn.Module):
+    """A BC-ResBlock whose temporal convolution is causal and ``frames`` late, its other branches delayed to match.
+
+    ``ReLU([D(x) +] D(f2(x)) + BC(f1(pool(f2(x)))))`` with ``D`` a :class:`FrameDelay` of ``frames``; a block
+    without shortcut delays ``f2`` only. ``(B, C_in, F, T) -> (B, C_out, F', T)``.
+    """
+
+    def __init__(self, block: BCResBlock, frames: int):
+        super().__init__()
+        self.block = block
+        self.delay_aux = FrameDelay(frames)
+        self.delay_x = FrameDelay(frames) if block.use_shortcut else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = self.block
+        aux = b.f2(x)
+        temporal = b.f1(b.pool(aux))
+        return b.merge(self.delay_x(x), self.delay_aux(aux), temporal)
+
+
+def model_delay_frames(model: nn.Module) -> int:
+    """Frames a BC-ResNet reads ahead: ``(k - 1) * d / 2`` summed over its centred temporal convolutions.
+
+    A causal model reads none. Residual branches do not add to it (they are delayed to match, not ahead).
+    """
+    return sum(_look_ahead(m) for m in model.modules() if _is_centred_temporal(m))
+
+
+def _is_centred_temporal(module: nn.Module) -> bool:
+    return (
+        isinstance(module, nn.Conv2d) and not isinstance(module, CausalConv2d) and module.kernel_size[1] > 1
+    )
+
+
+def _look_ahead(conv: nn.Conv2d) -> int:
+    """Frames ``conv`` reads after its output frame; only centred zero padding has a delayed causal twin."""
+    reach = (conv.kernel_size[1] - 1) * conv.dilation[1]
+    if conv.padding_mode != "zeros" or conv.stride[1] != 1 or reach % 2 or conv.padding[1] != reach // 2:
+        raise ConfigError(
+            f"{conv}: not a centred temporal convolution, kwsbench cannot stream it with a delay; "
+            "train the model with temporal_padding: causal"
+        )
+    return reach // 2
+
+
+def _causal_twin(conv: nn.Conv2d) -> CausalConv2d:
+    """``conv`` with its time padding moved to the past: the same outputs, ``_look_ahead(conv)`` frames later."""
+    twin = CausalConv2d(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        stride=conv.stride,
+        padding=(conv.padding[0], 0),
+        dilation=conv.dilation,
+        groups=conv.groups,
+        bias=conv.bias is not None,
+        device=conv.weight.device,
+        dtype=conv.weight.dtype,
+    )
+    twin.weight, twin.bias = conv.weight, conv.bias
+    return twin
+
+
+def delay_compensated(graph: nn.Module, spec: InputSpec) -> tuple[nn.Module, int]:
+    """A standard BC-ResNet as a causal network emitting its frames late: ``(graph', D)``, in place.
+
+    Every centred temporal convolution becomes its causal twin and every BC-ResBlock a
+    :class:`DelayedBlock` (see the module docstring). Checked on seeded features in float64: the result's
+    frame embeddings must be the centred ones ``D`` frames late, or the model has a branch this rewrite
+    does not know and a one-line :class:`ConfigError` says so.
+    """
+    frames = model_delay_frames(graph)
+    reference = copy.deepcopy(graph).double()
+
+    def visit(module: nn.Module, ancestors: tuple[nn.Module, ...]) -> nn.Module:
+        if isinstance(module, BCResBlock):  # its convs are rewritten already (bottom-up)
+            late = sum(m.causal_padding // 2 for m in module.f1.modules() if isinstance(m, CausalConv2d))
+            return DelayedBlock(module, late)
+        if _is_centred_temporal(module):
+            _look_ahead(module)  # refuses what has no twin
+            return _causal_twin(module)
+        return module
+
+    graph = rewrite_tree(graph, visit)
+    generator = torch.Generator().manual_seed(0)
+    length = spec.frames + 4 * frames
+    features = torch.randn((1, 1, spec.n_features, length), generator=generator, dtype=torch.float64)
+    with torch.no_grad():
+        want = frame_embeddings(reference, features)[..., frames : length - frames]
+        got = frame_embeddings(copy.deepcopy(graph).double(), features)[..., 2 * frames :]
+    # float64: only summation order differs (~1e-16 relative); a branch left undelayed is off by O(1).
+    if not torch.allclose(got, want, rtol=0, atol=1e-9 * float(want.abs().max())):
+        raise ConfigError(
+            f"{type(graph).__name__}: delaying its branches does not reproduce the centred model; "
+            "train it with temporal_padding: causal to stream it"
+        )
+    return graph, frames
+
+
+def frame_embeddings(model: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """A BC-ResNet's per-frame vectors before its global average pool: ``(B, 1, F, T) -> (B, hidden, 1, T)``.
+
+    The tail's layers up to the pool, found by type: the inference graph folds its BatchNorm away.
+    """
+    x = model.blocks(model.head(features))
+    for layer in model.tail.body:
+        if isinstance(layer, _POOLS):
+            return x
+        x = layer(x)
+    raise ConfigError(
+        f"{type(model).__name__}: no global average pool in its tail; only BC-ResNet models stream"
+    )
+
+
+_POOLS = (GlobalMean, nn.AdaptiveAvgPool2d)
+
+
+def frontend_lag_samples(log_mel: LogMel, hop_samples: int) -> int:
+    """Samples from a hop's newest log-mel frame centre to the hop's end (320 at BC-ResNet's frontend)."""
+    keep = keep_samples(log_mel.win_length, log_mel.hop_length)
+    per_hop = hop_samples // log_mel.hop_length
+    return keep + hop_samples - log_mel.win_length // 2 - (per_hop - 1) * log_mel.hop_length
 
 
 class StreamingFrontend(nn.Module):
@@ -132,7 +297,9 @@ class StreamingBCResNet(nn.Module):
 
     ``audio``: ``(B, hop_samples)`` float32, ``hop_samples`` a multiple of the frame hop. Build it with
     :func:`streaming_model`; :meth:`initial_state` is the state of a stream preceded by silence.
-    ``state_shapes``: each state tensor's shape without the batch axis.
+    ``state_shapes``: each state tensor's shape without the batch axis. ``delay_frames``: frames the model
+    emits late (0 for a causal model, :func:`model_delay_frames` for a standard one); ``lag_samples``: from
+    the end of the 1 s window a step scores to the end of its hop (the frontend's look-ahead and that delay).
     """
 
     def __init__(
@@ -142,10 +309,13 @@ class StreamingBCResNet(nn.Module):
         state_shapes: list[tuple[int, ...]],
         hop_samples: int,
         slots: _Slots,
+        delay_frames: int = 0,
     ):
         super().__init__()
         self.graph, self.frontend, self.slots = graph, frontend, slots
-        self.state_shapes, self.hop_samples = state_shapes, hop_samples
+        self.state_shapes, self.hop_samples, self.delay_frames = state_shapes, hop_samples, delay_frames
+        log_mel = frontend.log_mel
+        self.lag_samples = frontend_lag_samples(log_mel, hop_samples) + delay_frames * log_mel.hop_length
 
     def initial_state(self, batch: int = 1, dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
         """Zeros of every state shape: silence before the stream, zero padding before the first frame."""
@@ -170,18 +340,15 @@ def streaming_model(
     clip_samples: int = 16000,
     rewrite: bool = True,
 ) -> StreamingBCResNet:
-    """``model`` (a causal BC-ResNet, eval mode) as a :class:`StreamingBCResNet` taking ``hop_samples`` a step.
+    """``model`` (a BC-ResNet, eval mode) as a :class:`StreamingBCResNet` taking ``hop_samples`` a step.
 
+    A causal model streams as it is; a standard one with a delay (:func:`delay_compensated`).
     ``rewrite``: stream kwsbench's inference graph (BatchNorm folded, pooled temporal convs fused;
     :func:`kwsbench.measure.optimize.inference_graph`) instead of the model as built.
     """
-    if not any(isinstance(m, ClassifierTail) for m in model.modules()):
+    padding = getattr(model, "temporal_padding", None)
+    if padding not in ("same", "causal") or not any(isinstance(m, ClassifierTail) for m in model.modules()):
         raise ConfigError(f"{type(model).__name__} is not a BC-ResNet; only BC-ResNet models stream")
-    if getattr(model, "temporal_padding", "same") != "causal":
-        raise ConfigError(
-            "the model pads time on both sides and would read future frames; "
-            "train it with temporal_padding: causal to stream it"
-        )
     dtype = next(model.parameters()).dtype  # a float64 model streams in float64, its frontend too
     log_mel = uncentred_log_mel(spec, sample_rate, clip_samples).to(dtype)
     if hop_samples < 1 or hop_samples % log_mel.hop_length:
@@ -193,12 +360,15 @@ def streaming_model(
     graph = inference_graph(model, spec.shape(1)) if rewrite else model
     for p in graph.parameters():
         p.requires_grad_(False)
+    delay = 0
+    if padding == "same":
+        graph, delay = delay_compensated(graph, spec)
     slots = _Slots(0)
     shapes: list[tuple[int, ...]] = []
     keep = keep_samples(log_mel.win_length, log_mel.hop_length)
     shapes.append((keep,))
-    convs = [m for m in graph.modules() if isinstance(m, CausalConv2d)]
-    seen = _input_shapes(graph, convs, spec)
+    stateful = [m for m in graph.modules() if isinstance(m, (CausalConv2d, FrameDelay))]
+    seen = _input_shapes(graph, stateful, spec)
     tails = [m for m in graph.modules() if isinstance(m, ClassifierTail)]
 
     def visit(module: nn.Module, ancestors: tuple[nn.Module, ...]) -> nn.Module:
@@ -206,18 +376,22 @@ def streaming_model(
             _, c, f, _ = seen[id(module)]
             shapes.append((c, f, module.causal_padding))
             return StreamingConv(module, len(shapes) - 1, slots)
+        if isinstance(module, FrameDelay):
+            _, c, f, _ = seen[id(module)]
+            shapes.append((c, f, module.frames))
+            return StreamingDelay(module, len(shapes) - 1, slots)
         return module
 
     graph = rewrite_tree(graph, visit)
     tail = next(m for m in graph.modules() if isinstance(m, ClassifierTail))
     # ClassifierTail.body ends with the pool and the classifier's 1x1 conv (BN folded away when rewritten).
-    pool = next(i for i, m in enumerate(tail.body) if isinstance(m, (GlobalMean, nn.AdaptiveAvgPool2d)))
+    pool = next(i for i, m in enumerate(tail.body) if isinstance(m, _POOLS))
     hidden = tail.body[pool + 1].in_channels
     shapes.append((hidden, 1, spec.frames - 1))
     tail.body[pool] = StreamingMean(spec.frames, len(shapes) - 1, slots)
-    assert len(tails) == 1 and len(convs) == len(shapes) - 2
+    assert len(tails) == 1 and len(stateful) == len(shapes) - 2
     frontend = StreamingFrontend(log_mel, keep, 0, slots)
-    return StreamingBCResNet(graph, frontend, shapes, hop_samples, slots)
+    return StreamingBCResNet(graph, frontend, shapes, hop_samples, slots, delay)
 
 
 def _input_shapes(graph: nn.Module, modules: list[nn.Module], spec: InputSpec) -> dict[int, tuple[int, ...]]:
@@ -269,18 +443,20 @@ def whole_sequence_logits(
 ) -> torch.Tensor:
     """The non-streaming definition of the streaming scores, in one pass: ``(B, L) -> (B, L // hop_samples, C)``.
 
-    ``model``: the causal BC-ResNet as built (not rewritten). See the module docstring for the definition.
+    ``model``: the BC-ResNet as built (not rewritten); a standard one's windows end
+    :func:`model_delay_frames` frames before each hop's newest frame. See the module docstring.
     """
     log_mel = uncentred_log_mel(spec, sample_rate, clip_samples).to(next(model.parameters()).dtype)
     keep = keep_samples(log_mel.win_length, log_mel.hop_length)
     per_hop = hop_samples // log_mel.hop_length
     hops = audio.shape[1] // hop_samples
+    delay = model_delay_frames(model)
     audio = F.pad(audio[:, : hops * hop_samples], (keep, 0))  # the frontend's initial zeros
     with torch.inference_mode():
         features = log_mel(audio)  # (B, 1, n_mels, hops * per_hop)
-        embeddings = model.tail.frame_embeddings(model.blocks(model.head(features)))  # (B, H, 1, N)
-        padded = F.pad(embeddings, (spec.frames - 1, 0))  # embeddings before the stream: zeros
-        windows = padded[:, :, :, per_hop - 1 :].unfold(3, spec.frames, per_hop)  # (B, H, 1, hops, T)
+        embeddings = frame_embeddings(model, features)  # (B, H, 1, N)
+        padded = F.pad(embeddings, (spec.frames - 1 + delay, 0))  # embeddings before the stream: zeros
+        windows = padded[:, :, :, per_hop - 1 :].unfold(3, spec.frames, per_hop)[:, :, :, :hops]
         means = windows.mean(dim=4).permute(0, 3, 1, 2).reshape(-1, embeddings.shape[1], 1, 1)
         return model.tail.classify(means).reshape(audio.shape[0], hops, -1)
 
@@ -288,15 +464,17 @@ def whole_sequence_logits(
 def load_streaming_checkpoint(
     checkpoint: str | os.PathLike, *, hop_ms: float = 100.0
 ) -> tuple[StreamingBCResNet, dict[str, Any]]:
-    """The step function of a causal checkpoint, ``hop_ms`` per step, and the checkpoint's dict."""
+    """The step function of a BC-ResNet checkpoint, ``hop_ms`` per step, and the checkpoint's dict.
+
+    A standard (non-causal) model streams with a delay: its ``lag_samples`` say how late.
+    """
     from kwsbench.data.records import SAMPLE_RATE
     from kwsbench.models.checkpoint import load_checkpoint, model_from_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
     model, spec = model_from_checkpoint(ckpt, str(checkpoint))
-    if getattr(model, "temporal_padding", None) != "causal":
+    if getattr(model, "temporal_padding", None) not in ("same", "causal"):
         raise ConfigError(
-            f"{checkpoint}: model {ckpt['model']} pads time on both sides and would read future frames; "
-            "stream a model trained with temporal_padding: causal"
+            f"{checkpoint}: model {ckpt['model']} is not a BC-ResNet; only BC-ResNet checkpoints stream"
         )
     return streaming_model(model, spec, hop_samples=round(hop_ms * SAMPLE_RATE / 1000)), ckpt

@@ -159,9 +159,12 @@ STEP_RUNTIME_OF_BACKEND = {
 
 @dataclass
 class StepScorer:
-    """A causal checkpoint (or its ``export --streaming`` file) streamed incrementally, one hop per step.
+    """A BC-ResNet checkpoint (or its ``export --streaming`` file) streamed incrementally, one hop per step.
 
     ``score_hops((m, hop_samples)) -> (m, C)`` logits of ``m`` consecutive hops; ``reset()`` starts a new stream.
+    ``lag_samples``: how long before its hop's end the window a step scores ends (the frontend's look-ahead,
+    20 ms; a standard model's delay on top, 580 ms for BC-ResNet); the detector dates detections by it.
+    Neither file given: the bundled BC-ResNet-1, streamed with that delay.
     """
 
     checkpoint: str | os.PathLike | None = None
@@ -174,11 +177,13 @@ class StepScorer:
     sample_rate: int = field(init=False, default=SAMPLE_RATE)
     window_samples: int = field(init=False, default=CLIP_SAMPLES)
     hop_samples: int = field(init=False)
+    lag_samples: int = field(init=False)
     name: str = field(init=False)
     source: str = field(init=False)
     note: str = field(init=False)
 
     def __post_init__(self) -> None:
+        from kwsbench.checkpoints import bundled_checkpoint
         from kwsbench.export.streaming import open_step, open_streaming_file
         from kwsbench.stream.incremental import load_streaming_checkpoint
 
@@ -190,16 +195,18 @@ class StepScorer:
                 str(meta["model"]),
                 str(self.model_file),
             )
+            self.lag_samples = int(meta["lag_samples"])
         else:
-            model, ckpt = load_streaming_checkpoint(self.checkpoint, hop_ms=self.hop_ms)
+            checkpoint = self.checkpoint if self.checkpoint is not None else bundled_checkpoint()
+            model, ckpt = load_streaming_checkpoint(checkpoint, hop_ms=self.hop_ms)
             self.session = open_step(model, runtime, threads=self.threads)
-            self.labels, self.name, self.source = (
-                list(ckpt["labels"]),
-                str(ckpt["model"]),
-                str(self.checkpoint),
-            )
+            self.labels, self.name, self.source = (list(ckpt["labels"]), str(ckpt["model"]), str(checkpoint))
+            self.lag_samples = model.lag_samples
         self.hop_samples = self.session.hop_samples
-        self.note = f"streaming step on {runtime}"
+        lag_ms = 1000 * self.lag_samples / self.sample_rate
+        self.note = (
+            f"streaming step on {runtime}, scores the window ending {lag_ms:g} ms before each hop's end"
+        )
 
     def reset(self) -> None:
         """A new stream: the state of one preceded by silence."""
@@ -225,16 +232,12 @@ def load_scorer(
 ) -> Scorer:
     """The scorer the options name: ``--checkpoint``, ``--model-file``, or the bundled BC-ResNet-1.
 
-    ``streaming``: a :class:`StepScorer` (a causal checkpoint, or a file of ``kwsbench export --streaming``).
+    ``streaming``: a :class:`StepScorer` (a BC-ResNet checkpoint, a file of ``kwsbench export --streaming``,
+    or neither: the bundled BC-ResNet-1 with its delay).
     """
     if checkpoint is not None and model_file is not None:
         raise ConfigError("--checkpoint and --model-file both given; pass one model")
     if streaming:
-        if checkpoint is None and model_file is None:
-            raise ConfigError(
-                "--streaming needs a causal model (the bundled BC-ResNet-1 looks ahead): pass --checkpoint "
-                "of a model trained with temporal_padding: causal, or --model-file of `export --streaming`"
-            )
         return StepScorer(
             checkpoint, model_file, backend=backend or STREAM_BACKENDS[0], threads=threads, hop_ms=hop_ms
         )

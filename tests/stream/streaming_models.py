@@ -1,4 +1,4 @@
-"""The causal models and real speech the streaming tests share (a plain module, importable by each of them)."""
+"""The models and real speech the streaming tests share (a plain module, importable by each of them)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,13 @@ HOP = 1600  # 100 ms, the detector's default hop
 WIDTHS = list_models("bcresnet_*")
 
 
-def causal_model(name: str, seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
-    """A causal model with non-trivial BatchNorm statistics (fresh ones are the identity and hide slips)."""
+def causal_model(
+    name: str, seed: int = 0, dtype: torch.dtype = torch.float32, padding: str = "causal"
+) -> torch.nn.Module:
+    """A causal (or ``padding``) model with non-trivial BatchNorm statistics (fresh ones are the identity and
+    hide slips)."""
     torch.manual_seed(seed)
-    model = create_model(name, temporal_padding="causal").to(dtype).eval()
+    model = create_model(name, temporal_padding=padding).to(dtype).eval()
     generator = torch.Generator().manual_seed(seed + 1)
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):

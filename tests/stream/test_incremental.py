@@ -13,6 +13,7 @@ from kwsbench.models import create_model, model_info
 from kwsbench.stream.incremental import (
     StreamingExecutor,
     keep_samples,
+    model_delay_frames,
     streaming_model,
     whole_sequence_logits,
 )
@@ -68,9 +69,56 @@ def test_frontend_keeps_whole_frames_centred_like_the_per_clip_frontend():
     assert keep_samples(400, 160) == 360  # 25 ms window: 200 + 160, centred on multiples of 160
 
 
-def test_refuses_a_model_that_looks_ahead_and_a_partial_frame():
+def test_refuses_another_family_and_a_partial_frame():
     spec = model_info("bcresnet_1").input
-    with pytest.raises(ConfigError, match="temporal_padding: causal"):
-        streaming_model(create_model("bcresnet_1"), spec, hop_samples=HOP)
+    with pytest.raises(ConfigError, match="only BC-ResNet models stream"):
+        streaming_model(create_model("dscnn_s"), model_info("dscnn_s").input, hop_samples=HOP)
     with pytest.raises(ConfigError, match="not a whole number of 160-sample frames"):
         streaming_model(causal_model("bcresnet_1"), spec, hop_samples=1000)
+
+
+# A standard model streams D = 58 frames late; hop i's window then ends D frames before its newest frame
+# (i + 1) * 10 - 1 and is exact once all its T = 101 frames lie D or more frames into the stream (see
+# incremental's docstring): (i + 1) * 10 - 1 - D - (T - 1) >= D, i.e. from hop 21 of the 32.
+FIRST_EXACT_HOP = 21
+
+
+@pytest.mark.parametrize("name", WIDTHS)
+def test_a_standard_model_streams_late_and_equals_the_whole_sequence(name, real_audio):
+    torch.set_num_threads(1)
+    model = causal_model(name, padding="same")
+    spec = model_info(name).input
+    step = streaming_model(model, spec, hop_samples=HOP)
+    assert step.delay_frames == model_delay_frames(model) == 58 and step.lag_samples == 320 + 58 * 160
+    expected = whole_sequence_logits(model, spec, real_audio, hop_samples=HOP)[:, FIRST_EXACT_HOP:]
+    got = stream(StreamingExecutor(step), real_audio)[:, FIRST_EXACT_HOP:]
+    # The causal test's bound and reason; the delay lines only copy frames.
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5 * expected.abs().max().item())
+
+
+def test_a_standard_model_is_exact_in_float64_once_its_window_is_inside_the_stream(real_audio):
+    spec = model_info("bcresnet_1").input
+    model = causal_model("bcresnet_1", dtype=torch.float64, padding="same")
+    audio = real_audio.double()
+    expected = whole_sequence_logits(model, spec, audio, hop_samples=HOP)
+    executor = StreamingExecutor(streaming_model(model, spec, hop_samples=HOP), dtype=torch.float64)
+    got = stream(executor, audio)
+    scale = expected.abs().max().item()
+    exact = slice(FIRST_EXACT_HOP, None)
+    torch.testing.assert_close(got[:, exact], expected[:, exact], rtol=0, atol=1e-12 * scale)
+    # Before that, the delay lines' initial zeros stand where the centred model pads one layer later: the
+    # first hops differ by far more than rounding (so the bound above is not vacuous).
+    assert (got[:, :5] - expected[:, :5]).abs().max() > 1e-6 * scale
+
+
+def test_a_block_the_delay_does_not_know_is_refused():
+    from kwsbench.models.bcresnet import BCResBlock
+
+    class Doubled(BCResBlock):  # a forward the delayed block does not reproduce
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return 2 * super().forward(x)
+
+    model = causal_model("bcresnet_1", padding="same")
+    model.blocks[3].__class__ = Doubled
+    with pytest.raises(ConfigError, match="does not reproduce the centred model"):
+        streaming_model(model, model_info("bcresnet_1").input, hop_samples=HOP)

@@ -6,19 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from stream_options import data_options as _data_options
 
 from kwsbench.cli import main
 from kwsbench.results.store import read_json
 from kwsbench.stream.evaluate import THRESHOLDS
 from kwsbench.stream.labels import read_labels
 from kwsbench.stream.matching import match
-
-
-def _data_options(spec) -> list[str]:
-    return [
-        "--dataset", "folder", "--data-dir", str(spec.data_dir), "--protocol", "mini",
-        "--keywords", "yes,no", "--noise-dir", str(spec.noise_dir),
-    ]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
