@@ -11,6 +11,8 @@ from kwsbench.errors import ConfigError
 def _bench(args: argparse.Namespace) -> int:
     if args.streaming:
         return _streaming(args)
+    if args.temporal_padding != "causal":
+        raise ConfigError("--temporal-padding applies to --streaming; add --streaming or drop it")
     if args.train:
         # Training throughput has no backend and no frontend: refuse them rather than ignore them silently.
         for option, given in (("--backend", args.backend), ("--frontend", args.frontend)):
@@ -64,7 +66,12 @@ def _streaming(args: argparse.Namespace) -> int:
         warmup=defaults.warmup if args.warmup is None else args.warmup,
     )
     threads = args.threads if args.threads is not None else 1
-    costs = [hop_cost(n, hop_ms=args.hop_ms, threads=threads, protocol=protocol) for n in names]
+    costs = [
+        hop_cost(
+            n, hop_ms=args.hop_ms, threads=threads, protocol=protocol, temporal_padding=args.temporal_padding
+        )
+        for n in names
+    ]
     return emit([c.to_dict() for c in costs], args.json, lambda _: format_hop_costs(costs))
 
 
@@ -114,6 +121,13 @@ def register(sub) -> None:
         action="store_true",
         help="per-hop cost of the causal model streamed incrementally next to re-running its 1 s window "
         "(features included, batch 1, the fastest backend of each)",
+    )
+    bench.add_argument(
+        "--temporal-padding",
+        choices=("causal", "same"),
+        default="causal",
+        help="with --streaming: the causal model, or the standard one streamed with its delay lines "
+        "(default: causal)",
     )
     bench.add_argument(
         "--hop-ms", type=float, default=100.0, help="with --streaming: the hop (a multiple of 10 ms)"

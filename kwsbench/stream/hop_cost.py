@@ -26,6 +26,7 @@ from kwsbench.measure.protocol import Protocol
 from kwsbench.stream.backend_names import STREAM_BACKENDS
 
 STEP_RUNTIMES = ("onnxruntime", "openvino", "eager")
+_KIND = {"causal": "causal", "same": "standard, streamed with its delay"}
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class HopCost:
     window_ms: dict[str, float]
     step_ms: dict[str, float]
     protocol: dict = field(default_factory=dict)
+    temporal_padding: str = "causal"  # "same": the standard model streamed with its delay lines
 
     @property
     def best_window(self) -> tuple[str, float]:
@@ -68,8 +70,13 @@ def hop_cost(
     window_backends: tuple[str, ...] = STREAM_BACKENDS,
     step_runtimes: tuple[str, ...] = STEP_RUNTIMES,
     protocol: Protocol | None = None,
+    temporal_padding: str = "causal",
 ) -> HopCost:
-    """Time model ``name`` (built with ``temporal_padding="causal"``) per hop both ways, see the module docstring."""
+    """Time model ``name`` per hop both ways, see the module docstring.
+
+    ``temporal_padding``: ``"causal"``, or ``"same"`` for the standard model, whose step also carries the
+    delay lines of :func:`kwsbench.stream.incremental.delay_compensated`.
+    """
     from kwsbench.data.features import make_frontend
     from kwsbench.data.records import CLIP_SAMPLES, SAMPLE_RATE
     from kwsbench.export.streaming import open_step
@@ -85,7 +92,7 @@ def hop_cost(
     )
     spec = model_info(name).input
     torch.manual_seed(0)
-    model = create_model(name, temporal_padding="causal").eval()
+    model = create_model(name, temporal_padding=temporal_padding).eval()
     hop_samples = round(hop_ms * SAMPLE_RATE / 1000)
     generator = np.random.default_rng(0)
     window = (generator.standard_normal((1, CLIP_SAMPLES)) * 0.1).astype(np.float32)
@@ -104,7 +111,7 @@ def hop_cost(
     for runtime in step_runtimes:
         session = open_step(step, runtime, threads=threads)
         step_ms[runtime] = median(session.step, hop)
-    return HopCost(name, hop_ms, window_ms, step_ms, protocol.to_dict())
+    return HopCost(name, hop_ms, window_ms, step_ms, protocol.to_dict(), temporal_padding)
 
 
 def format_hop_costs(costs: list[HopCost]) -> str:
@@ -115,7 +122,7 @@ def format_hop_costs(costs: list[HopCost]) -> str:
         steps = ", ".join(f"{k} {v:.3f}" for k, v in c.step_ms.items())
         (wb, wms), (sb, sms) = c.best_window, c.best_step
         lines += [
-            f"{c.model} (causal), {c.hop_ms:g} ms hop, features included, median ms per hop:",
+            f"{c.model} ({_KIND[c.temporal_padding]}), {c.hop_ms:g} ms hop, features included, median ms per hop:",
             f"  re-run 1 s window: {windows}",
             f"  streaming step:    {steps}",
             f"  best: window {wms:.3f} ({wb}), streaming {sms:.3f} ({sb}): streaming {c.speedup:.1f}x cheaper",

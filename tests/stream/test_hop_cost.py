@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from kwsbench.cli import main
@@ -31,6 +33,16 @@ def test_times_every_backend_of_both_paths_and_prints_them():
     assert f"{cost.speedup:.1f}x cheaper" in text and cost.protocol["timed"] == "frontend+model"
 
 
+def test_the_standard_model_is_timed_with_its_delay_lines(capsys):
+    quick = ["--iterations", "3", "--warmup", "1", "--json"]
+    assert main(["bench", "bcresnet_1", "--streaming", "--temporal-padding", "same", *quick]) == 0
+    (cost,) = json.loads(capsys.readouterr().out)
+    assert cost["temporal_padding"] == "same" and cost["speedup"] > 0
+    assert "standard, streamed with its delay" in format_hop_costs([HopCost(**{
+        k: v for k, v in cost.items() if k not in ("best_window", "best_step", "speedup")
+    })])  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -39,6 +51,7 @@ def test_times_every_backend_of_both_paths_and_prints_them():
             ["bench", "bcresnet_1", "--streaming", "--backend", "eager"],
             "--backend does not apply to --streaming",
         ),
+        (["bench", "bcresnet_1", "--temporal-padding", "same"], "--temporal-padding applies to --streaming"),
     ],
 )
 def test_refusals_are_one_line_with_exit_2(argv, message, capsys):
