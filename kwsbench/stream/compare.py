@@ -112,8 +112,9 @@ def compare_streaming(
         : detector_logits.shape[0]
     ]
     hops = min(len(streaming_logits), len(aligned_logits))
-    # Skip the first second and the delay: those windows reach back before the stream.
-    first = -(-(settings.window_samples + lag) // hop)
+    # Skip the windows that reach back before the stream, and for a delayed model also those reaching into
+    # its first D frames, where its delay lines still hold their initial zeros (D frames <= lag).
+    first = -(-(settings.window_samples + 2 * lag) // hop)
     diff = np.abs(posteriors(streaming_logits[first:hops]) - posteriors(aligned_logits[first:hops]))
 
     records = {}

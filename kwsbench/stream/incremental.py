@@ -138,8 +138,8 @@ class DelayedBlock(nn.Module):
     def __init__(self, block: BCResBlock, frames: int):
         super().__init__()
         self.block = block
-        self.delay_aux = FrameDelay(frames)
-        self.delay_x = FrameDelay(frames) if block.use_shortcut else nn.Identity()
+        self.delay_aux = FrameDelay(frames) if frames else nn.Identity()
+        self.delay_x = FrameDelay(frames) if frames and block.use_shortcut else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = self.block
