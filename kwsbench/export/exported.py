@@ -138,6 +138,8 @@ def _read_sidecar(onnx_path: Path) -> dict[str, Any]:
         raise ModelError(f"{side}: cannot be read as JSON ({err}); {fix}") from None
     if not isinstance(meta, dict) or meta.get("format") != EXPORT_FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        if isinstance(found, str) and found.startswith("kwsbench-streaming/"):
+            fix = "it is a streaming step (`export --streaming`): run it with --streaming"
         raise ModelError(f"{side}: not a {EXPORT_FORMAT} description (found {found!r}); {fix}")
     missing = [k for k in SIDECAR_KEYS if k not in meta]
     if missing:

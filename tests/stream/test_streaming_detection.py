@@ -173,6 +173,10 @@ def test_stream_eval_streaming_and_the_exported_step(
         capsys, "--checkpoint", str(trained_causal_checkpoint), "--source", str(wav), "--streaming"
     )
     assert from_file == from_checkpoint
+    # The step file given without --streaming: one line that names the flag.
+    assert main(["listen", "--model-file", str(step), "--source", str(wav)]) == 2
+    err = capsys.readouterr().err
+    assert "run it with --streaming" in err and len(err.strip().splitlines()) == 1
 
 
 def test_model_delay_is_the_sum_of_the_look_aheads():
