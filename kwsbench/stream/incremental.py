@@ -206,8 +206,7 @@ def delay_compensated(graph: nn.Module, spec: InputSpec) -> tuple[nn.Module, int
         if isinstance(module, BCResBlock):  # its convs are rewritten already (bottom-up)
             late = sum(m.causal_padding // 2 for m in module.f1.modules() if isinstance(m, CausalConv2d))
             return DelayedBlock(module, late)
-        if _is_centred_temporal(module):
-            _look_ahead(module)  # refuses what has no twin
+        if _is_centred_temporal(module):  # model_delay_frames above refused any without a causal twin
             return _causal_twin(module)
         return module
 
