@@ -5,7 +5,8 @@ takes ``audio`` ``(1, hop_samples)`` and one input per state tensor, ``state_0 .
 ``(1, *model.state_shapes[i])``), and returns ``logits`` ``(1, C)`` and ``next_state_0 .. next_state_{n-1}``;
 a caller feeds ``next_state_i`` back as ``state_i`` and starts a stream with zeros. The JSON beside the file
 lists the names and shapes in order. :class:`StreamingSession` runs it on ONNX Runtime or OpenVINO (float32
-pinned); ``eager`` runs the PyTorch step itself.
+pinned); ``eager`` runs the PyTorch step itself and ``native`` the same step as one call into hand-written C
+(:mod:`kwsbench.stream.native`; it needs the model, not the ONNX file).
 
 Why one tensor per state, kept inside the runtime: a 100 ms step of BC-ResNet-1 is a few hundred small
 nodes, so fixed per-node and per-call costs dominate it. Packing the state into one input costs a Split, two
@@ -43,7 +44,7 @@ from kwsbench.errors import BackendError, ConfigError
 from kwsbench.stream.incremental import StreamingBCResNet, StreamingExecutor
 
 STREAMING_FORMAT = "kwsbench-streaming/2"
-STREAMING_RUNTIMES = ("eager", "onnxruntime", "openvino")
+STREAMING_RUNTIMES = ("eager", "onnxruntime", "openvino", "native")
 PARITY_HOPS = 24  # 2.4 s at a 100 ms hop: past the 1 s window, so every state has wrapped
 
 
@@ -88,7 +89,7 @@ def export_step(model: StreamingBCResNet, path: str | os.PathLike, label: str = 
 class StreamingSession:
     """A streaming step on a runtime, with its state: ``step((1, hop) float32) -> (1, C) logits``; ``reset()``.
 
-    ``runtime``: ``eager`` (``model`` required), ``onnxruntime`` or ``openvino`` (``path`` of an exported
+    ``runtime``: ``eager`` or ``native`` (``model`` required), ``onnxruntime`` or ``openvino`` (``path`` of an exported
     step whose state tensors have ``state_shapes``, each without its batch axis of 1, in order; a file
     whose inputs differ is refused). ``threads``: intra-op threads. Sessions share nothing: each holds
     its own state (OpenVINO: its own infer request's variables).
@@ -116,6 +117,13 @@ class StreamingSession:
                 raise ConfigError("the eager streaming runtime needs the PyTorch step; pass model")
             self._executor = StreamingExecutor(model)
             self._run = self._eager
+        elif runtime == "native":
+            from kwsbench.stream.native import NativeStep
+
+            if model is None:
+                raise ConfigError("the native streaming runtime compiles the PyTorch step; pass model")
+            self._native = NativeStep(model)
+            self._run = self._native.step
         elif runtime == "onnxruntime":
             self._open_onnxruntime(Path(path), shapes)
             self._run = self._onnxruntime
@@ -194,6 +202,8 @@ class StreamingSession:
         """Back to the state of a stream preceded by silence."""
         if self.runtime == "eager":
             self._executor.reset()
+        elif self.runtime == "native":
+            self._native.reset()
         elif self.runtime == "onnxruntime":
             for buffers in self._state:
                 for array in buffers:
@@ -251,6 +261,10 @@ def open_step(
     shapes = dict(_shapes(model), threads=threads)
     if runtime == "eager":
         return StreamingSession("eager", model=model, **shapes)
+    if runtime == "native":
+        session = StreamingSession("native", model=model, **shapes)
+        check_parity(session, model, label="streaming step on native")
+        return session
     with tempfile.TemporaryDirectory(prefix="kwsbench-step-") as tmp:
         path = export_step(model, Path(workdir or tmp) / "step.onnx")
         session = StreamingSession(runtime, path=path, **shapes)
@@ -357,7 +371,7 @@ def open_streaming_file(
             else f"{path}: not a streaming export (format {found!r}); write one with "
             "`kwsbench export --streaming`, or drop --streaming"
         )
-    if runtime == "eager":
+    if runtime in ("eager", "native"):
         raise ConfigError(
             f"{path}: an exported step runs on onnxruntime or openvino; pick --backend one of them"
         )

@@ -4,11 +4,16 @@ For each causal BC-ResNet (random weights: the cost does not depend on them) one
 included, at batch 1 under the latency protocol (:mod:`kwsbench.measure.protocol`, ``frontend+model``):
 
 - *per window*: the 1 s window through log-mel and the model on each stream backend
-  (``kwsbench.stream.runtime``: optimized, ONNX Runtime, OpenVINO, eager), the fastest kept;
-- *streaming*: one hop of new audio through the step function with its state
-  (:mod:`kwsbench.export.streaming`, one ONNX input and output per state tensor: OpenVINO with the state
-  kept inside the infer request, ONNX Runtime with it bound once in two alternating I/O bindings, eager),
+  (``kwsbench.stream.runtime``: optimized, ONNX Runtime, OpenVINO, eager), and on the native C kernel
+  (:mod:`kwsbench.stream.native`) as all the window's frames (101 for BC-ResNet) in one call from its state:
+  the same work as the per-clip model, so the native step is compared with the native window too. The
+  fastest is kept;
+- *streaming*: one hop of new audio through the step function with its state: native, then
+  :mod:`kwsbench.export.streaming` (one ONNX input and output per state tensor: OpenVINO with the state
+  kept inside the infer request, ONNX Runtime with it bound once in two alternating I/O bindings), eager;
   the fastest kept. A timed step is what a stream pays: copy the hop in, run, copy the logits out.
+
+Without a C compiler the native rows are left out and the table says why.
 
 Both are measured one after the other in the same process; their ratio is the figure to read.
 """
@@ -25,7 +30,7 @@ from kwsbench.measure.latency import measure_latency
 from kwsbench.measure.protocol import Protocol
 from kwsbench.stream.backend_names import STREAM_BACKENDS
 
-STEP_RUNTIMES = ("onnxruntime", "openvino", "eager")
+STEP_RUNTIMES = ("native", "onnxruntime", "openvino", "eager")
 _KIND = {"causal": "causal", "same": "standard, streamed with its delay"}
 
 
@@ -39,6 +44,7 @@ class HopCost:
     step_ms: dict[str, float]
     protocol: dict = field(default_factory=dict)
     temporal_padding: str = "causal"  # "same": the standard model streamed with its delay lines
+    unavailable: dict[str, str] = field(default_factory=dict)  # runtime -> why it was not timed
 
     @property
     def best_window(self) -> tuple[str, float]:
@@ -79,6 +85,7 @@ def hop_cost(
     """
     from kwsbench.data.features import make_frontend
     from kwsbench.data.records import CLIP_SAMPLES, SAMPLE_RATE
+    from kwsbench.errors import BackendError
     from kwsbench.export.streaming import open_step
     from kwsbench.models import create_model, model_info
     from kwsbench.stream.incremental import streaming_model
@@ -107,11 +114,23 @@ def hop_cost(
         runtime = build_runtime(backend, windowed, torch.from_numpy(window), threads=threads, label=name)
         window_ms[backend] = median(runtime.run, window)
     step = streaming_model(model, spec, hop_samples=hop_samples)
-    step_ms = {}
+    step_ms, unavailable = {}, {}
     for runtime in step_runtimes:
-        session = open_step(step, runtime, threads=threads)
+        try:
+            session = open_step(step, runtime, threads=threads)
+        except BackendError as err:
+            if runtime != "native":
+                raise
+            unavailable[runtime] = str(err)
+            continue
         step_ms[runtime] = median(session.step, hop)
-    return HopCost(name, hop_ms, window_ms, step_ms, protocol.to_dict(), temporal_padding)
+    if "native" in step_ms:
+        # The window re-run on the native kernel: its frames in one call (101 hop-lengths of samples).
+        frames = spec.frames * step.frontend.log_mel.hop_length
+        session = open_step(streaming_model(model, spec, hop_samples=frames), "native", threads=threads)
+        whole = (generator.standard_normal((1, frames)) * 0.1).astype(np.float32)
+        window_ms["native"] = median(session.step, whole)
+    return HopCost(name, hop_ms, window_ms, step_ms, protocol.to_dict(), temporal_padding, unavailable)
 
 
 def format_hop_costs(costs: list[HopCost]) -> str:
@@ -126,6 +145,7 @@ def format_hop_costs(costs: list[HopCost]) -> str:
             f"  re-run 1 s window: {windows}",
             f"  streaming step:    {steps}",
             f"  best: window {wms:.3f} ({wb}), streaming {sms:.3f} ({sb}): streaming {c.speedup:.1f}x cheaper",
+            *(f"  not measured: {k} ({why})" for k, why in c.unavailable.items()),
         ]
     if costs:
         p = costs[0].protocol
