@@ -1,8 +1,8 @@
 """The ``native`` streaming runtime: a streaming BC-ResNet's whole step as one call into hand-written C.
 
-A 100 ms step of BC-ResNet-1 is about 0.2M multiply-adds spread over some 180 small operations. Graph
-runtimes pay a fixed cost per node (0.4-0.9 us on OpenVINO) and per call (13 us), which is most of the
-step's time there (:mod:`kwsbench.export.streaming`). ``native_step.c`` runs the same step as a list of
+A 100 ms step of BC-ResNet-1 is about 0.3M multiply-adds (a tenth of a 1 s window's 3.1M) over some 180
+graph nodes. Graph runtimes pay a fixed cost per node (0.4-0.9 us on OpenVINO) and per call (13 us), which
+is most of the step's time there (:mod:`kwsbench.export.streaming`). ``native_step.c`` runs the same step as a list of
 plain loops over buffers allocated here once: what an embedded deployment would write by hand.
 
 :func:`build_program` walks the :class:`~kwsbench.stream.incremental.StreamingBCResNet` (BatchNorm folded,
@@ -78,21 +78,20 @@ class Program:
         self.state: list[np.ndarray] = []
         self.audio = self.logits = np.zeros(0, dtype=np.float32)
 
-    def array(self, shape: tuple[int, ...], value: np.ndarray | None = None) -> np.ndarray:
-        """A C-contiguous float32 buffer of ``shape`` (zeros, or ``value``) that lives as long as the program."""
-        a = np.zeros(shape, dtype=np.float32) if value is None else np.ascontiguousarray(value, np.float32)
-        if a.shape != tuple(shape):
-            raise AssertionError(f"buffer {a.shape} where {shape} was meant")
-        self._alive.append(a)
-        return a
+    def array(self, shape: tuple[int, ...]) -> np.ndarray:
+        """A C-contiguous float32 buffer of zeros that lives as long as the program."""
+        return self.constant(np.zeros(shape, dtype=np.float32))
 
-    def constant(self, value: np.ndarray, dtype=np.float32) -> np.ndarray:
+    def constant(self, value, dtype=np.float32) -> np.ndarray:
+        """``value`` as a C-contiguous array of ``dtype`` that lives as long as the program."""
         a = np.ascontiguousarray(value, dtype=dtype)
         self._alive.append(a)
         return a
 
     def op(self, kind: str, ints=(), ptrs=(), *, last: bool = False) -> None:
         """Append op ``kind``; ``last``: run it after every other op (the SHIFTs that keep a buffer's past)."""
+        if len(ints) >= NI or len(ptrs) > NP:
+            raise AssertionError(f"op {kind}: {len(ints)} ints and {len(ptrs)} pointers do not fit its row")
         row = [*ints, *[0] * (NI - len(ints))]
         row[NI - 1] = OPS[kind]
         addresses = [0 if p is None else p.ctypes.data for p in ptrs]

@@ -2,7 +2,7 @@
  *
  * kwsbench/stream/native.py turns a StreamingBCResNet into a program, a list of ops over float32 buffers
  * it allocates, and calls kws_step(program) once per hop. Why C: a 100 ms step of BC-ResNet-1 is about
- * 0.2M multiply-adds in ~180 small ops; graph runtimes pay 0.4-0.9 us of dispatch per node and 13 us per
+ * 0.3M multiply-adds in ~180 graph nodes; graph runtimes pay 0.4-0.9 us of dispatch per node and 13 us per
  * call, which is most of their 150 us. Here an op costs what its arithmetic costs.
  *
  * Layout: every activation is time-major, channels innermost, [frames][frequencies][channels], so that
