@@ -152,5 +152,10 @@ def format_hop_costs(costs: list[HopCost]) -> str:
         lines.append(
             f"protocol {p['version']}: {p['warmup']} warm-up calls, median of >= {p['iterations']} calls and "
             f">= {p['min_time_s']} s, {p['threads']} thread(s), batch 1"
+            + (
+                " (native: always one)"
+                if p["threads"] > 1 and any("native" in c.step_ms for c in costs)
+                else ""
+            )
         )
     return "\n".join(lines)

@@ -158,10 +158,12 @@ static inline void bases(const int32_t *ip, const float *in, int stride, int p0,
     }
 }
 
-/* Dense (groups 1): out[pos][:] = b + sum over taps and ci of W[j][q][ci][:] * in[row][ci]. */
-static void conv(const int32_t *ip, void *const *pp) {
+/* Dense (groups 1): out[pos][:] = b + sum over taps and ci of W[j][q][ci][:] * in[row][ci];
+ * depthwise (groups = channels): out[pos][c] = b[c] + sum over taps of W[j][q][c] * in[row][c].
+ * Inlined into each caller with `dense` a constant, so neither form tests it in its loops. */
+static inline __attribute__((always_inline)) void convolve(const int32_t *ip, void *const *pp, const int dense) {
     const int cin = ip[0], cout = ip[1], fin = ip[2], fout = ip[3], kf = ip[4], kt = ip[5], d = ip[8];
-    const int positions = ip[9] * fout;
+    const int positions = ip[9] * fout, tap = dense ? cin * cout : cout;
     const float *in = pp[0], *w = pp[2], *bias = pp[3];
     float *out = pp[1];
     for (int p0 = 0; p0 < positions; p0 += P) {
@@ -175,10 +177,15 @@ static void conv(const int32_t *ip, void *const *pp) {
             for (int j = 0; j < kt; ++j)
                 for (int q = 0; q < kf; ++q) {
                     const int off = (j * d * fin + q) * cin;
-                    const float *wq = w + (j * kf + q) * cin * cout + v;
-                    for (int ci = 0; ci < cin; ++ci) {
-                        const v8 wv = *(const v8 *)(wq + ci * cout);
-                        for (int p = 0; p < P; ++p) acc[p] += wv * base[p][off + ci];
+                    const float *wq = w + (j * kf + q) * tap + v;
+                    if (dense) {
+                        for (int ci = 0; ci < cin; ++ci) {
+                            const v8 wv = *(const v8 *)(wq + ci * cout);
+                            for (int p = 0; p < P; ++p) acc[p] += wv * base[p][off + ci];
+                        }
+                    } else {
+                        const v8 wv = *(const v8 *)wq;
+                        for (int p = 0; p < P; ++p) acc[p] += wv * *(const v8 *)(base[p] + off + v);
                     }
                 }
             for (int p = 0; p < np; ++p) *(v8 *)(out + (p0 + p) * cout + v) = acc[p];
@@ -186,30 +193,9 @@ static void conv(const int32_t *ip, void *const *pp) {
     }
 }
 
-/* Depthwise (groups = channels): out[pos][c] = b[c] + sum over taps of W[j][q][c] * in[row][c]. */
-static void depthwise(const int32_t *ip, void *const *pp) {
-    const int ch = ip[0], fin = ip[2], fout = ip[3], kf = ip[4], kt = ip[5], d = ip[8];
-    const int positions = ip[9] * fout;
-    const float *in = pp[0], *w = pp[2], *bias = pp[3];
-    float *out = pp[1];
-    for (int p0 = 0; p0 < positions; p0 += P) {
-        const int np = positions - p0 < P ? positions - p0 : P;
-        const float *base[P];
-        bases(ip, in, ch, p0, base);
-        for (int v = 0; v < ch; v += 8) {
-            v8 acc[P];
-            const v8 b = bias ? *(const v8 *)(bias + v) : (v8){0};
-            for (int p = 0; p < P; ++p) acc[p] = b;
-            for (int j = 0; j < kt; ++j)
-                for (int q = 0; q < kf; ++q) {
-                    const int off = (j * d * fin + q) * ch + v;
-                    const v8 wv = *(const v8 *)(w + (j * kf + q) * ch + v);
-                    for (int p = 0; p < P; ++p) acc[p] += wv * *(const v8 *)(base[p] + off);
-                }
-            for (int p = 0; p < np; ++p) *(v8 *)(out + (p0 + p) * ch + v) = acc[p];
-        }
-    }
-}
+static void conv(const int32_t *ip, void *const *pp) { convolve(ip, pp, 1); }
+
+static void depthwise(const int32_t *ip, void *const *pp) { convolve(ip, pp, 0); }
 
 void kws_step(int32_t n_ops, const int32_t *ints, void *const *ptrs) {
     for (int32_t k = 0; k < n_ops; ++k) {

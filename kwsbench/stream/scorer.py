@@ -208,7 +208,8 @@ class StepScorer:
             except BackendError as err:
                 if self.backend != "optimized":
                     raise
-                fallback, runtime = f" (native unavailable: {err})", "openvino"
+                # The error's advice ("use --backend openvino") is what happens here: keep only its cause.
+                fallback, runtime = f" (native unavailable: {str(err).split(';')[0]})", "openvino"
                 self.session = open_step(model, runtime, threads=self.threads)
             self.labels, self.name, self.source = (list(ckpt["labels"]), str(ckpt["model"]), str(checkpoint))
             self.lag_samples = model.lag_samples
