@@ -154,7 +154,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
         "--streaming", action="store_true",
         help="score each hop incrementally (kwsbench.stream.incremental), only its new frames computed: a "
         "causal model as it is, a standard one (the bundled BC-ResNet-1) 600 ms late; or a --model-file of "
-        "`export --streaming`",
+        "`export --streaming`. The default backend runs the step in native C (OpenVINO without a C compiler)",
     )  # fmt: skip
 
 
