@@ -23,7 +23,8 @@ CPU_FLAGS_OF_INTEREST = (
 PACKAGES = ("kwsbench", "torch", "onnx", "onnxruntime", "openvino", "numpy")
 
 
-def _cpuinfo() -> tuple[str, list[str]]:
+def cpu_info() -> tuple[str, list[str]]:
+    """This CPU's model name and all its flags (``/proc/cpuinfo``; the platform's name and none elsewhere)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -47,7 +48,7 @@ def _version(package: str) -> str | None:
 
 def collect_provenance(threads: int) -> dict:
     """A JSON-ready description of the machine and software a measurement ran on."""
-    model, flags = _cpuinfo()
+    model, flags = cpu_info()
     present = set(flags)
     return {
         "cpu": model,

@@ -24,7 +24,6 @@ import ctypes
 import functools
 import hashlib
 import os
-import platform
 import shutil
 import subprocess
 import tempfile
@@ -181,7 +180,7 @@ def _affine(program: Program, module: ChannelFrequencyAffine, x: np.ndarray) -> 
     scale, shift = (
         program.constant(_pad(v.detach().numpy()[:, :, 0].T, c)) for v in (module.scale, module.shift)
     )
-    if scale.shape != (f, c) or module.scale.shape[0] > c:
+    if scale.shape != (f, c):
         raise _refuse(module)
     out = program.array(x.shape)
     program.op("affine", (n, f * c), (x, out, scale, shift))
@@ -227,7 +226,7 @@ def emit(program: Program, module: nn.Module, x: np.ndarray) -> np.ndarray:
     Types are matched exactly: a subclass may compute something else.
     """
     kind = type(module)
-    if kind in (nn.Sequential,):
+    if kind is nn.Sequential:
         for layer in module:
             x = emit(program, layer, x)
         return x
@@ -296,7 +295,7 @@ def _frontend(program: Program, model: StreamingBCResNet) -> np.ndarray:
         (n, step, win, half, log_mel.n_mels, eps_bits),
         (
             samples,
-            program.constant(model.frontend.log_mel.window.numpy()),
+            program.constant(log_mel.window.numpy()),
             program.constant(interleave(twiddle)),
             program.constant(interleave(post)),
             program.constant(np.concatenate(weights)),
@@ -326,6 +325,7 @@ def build_program(model: StreamingBCResNet) -> Program:
 @functools.lru_cache(maxsize=1)
 def library() -> ctypes.CDLL:
     """``native_step.c`` compiled for this CPU (once per cache folder) and loaded."""
+    from kwsbench.measure.provenance import cpu_info
     from kwsbench.settings import cache_dir
 
     compiler = os.environ.get("CC", "cc")
@@ -336,7 +336,10 @@ def library() -> ctypes.CDLL:
         )
     source = SOURCE.read_bytes()
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
-    key = hashlib.sha256(b"\0".join([source, " ".join(FLAGS).encode(), version.encode(), _cpu().encode()]))
+    # The CPU's name and flags: -march=native code must not run on another CPU.
+    model, flags = cpu_info()
+    cpu = " ".join([model, *flags])
+    key = hashlib.sha256(b"\0".join([source, " ".join(FLAGS).encode(), version.encode(), cpu.encode()]))
     name = f"native_step-{key.hexdigest()[:16]}.so"
     try:
         folder = cache_dir() / "native"
@@ -359,16 +362,6 @@ def library() -> ctypes.CDLL:
     lib.kws_step.argtypes = (ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p)
     lib.kws_step.restype = None
     return lib
-
-
-def _cpu() -> str:
-    """This CPU's model name and flags: -march=native code must not run on another CPU."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-        lines = [ln for ln in info.splitlines() if ln.startswith(("model name", "flags"))][:2]
-        return "\n".join(lines) or platform.processor()
-    except OSError:
-        return platform.machine() + platform.processor()
 
 
 class NativeStep:
